@@ -1,0 +1,3 @@
+from rainlocal.cli.main import main
+
+main()

@@ -1,0 +1,53 @@
+"""The small interface the search and the judge use to talk to a language model.
+
+The search works on plain token sequences (prompt + answer so far + candidate). An engine answers
+"what is the next-token distribution after each of these sequences?" and keeps whatever it needs to
+make that cheap: the llama.cpp engine keeps recently used sequences in one unified KV cache and
+decodes only the part of each request that no cached sequence already holds. Branching, rewinding
+and prefix sharing are therefore the engine's business, and a scripted fake engine that computes
+distributions from token tuples can drive the same search in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+#: Phases that tokens decoded are counted under (``Engine.counters``).
+PHASES = ("prompt", "generate", "rollout", "judge", "embed")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What RAIN, vanilla decoding and the self-evaluation judge need from a model."""
+
+    #: Size of the vocabulary (length of every log-prob vector).
+    n_vocab: int
+    #: Tokens decoded so far, by phase (keys from ``PHASES``); machine-independent work counter.
+    counters: dict[str, int]
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """Tokens of ``text`` without a BOS token; ``special`` parses control tokens."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` (special tokens rendered as text)."""
+        ...
+
+    def is_eog(self, token: int) -> bool:
+        """True for end-of-sequence / end-of-turn tokens."""
+        ...
+
+    def logprobs(self, seqs: Sequence[Sequence[int]], *, phase: str = "generate") -> list[np.ndarray]:
+        """Next-token log-probabilities after each whole sequence, as float32 arrays of n_vocab.
+
+        Sequences are complete (they start with the prompt, BOS included where the model wants one).
+        The engine decodes the requests together and reuses any cached prefix; the decoded tokens are
+        counted under ``phase``. Raises ``ContextOverflowError`` for a sequence longer than the context.
+        """
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One embedding row per text, unit length, from the same model (for similarity updates)."""
+        ...
