@@ -1,0 +1,98 @@
+"""Settings for decoding: sampling (shared by vanilla and RAIN) and the RAIN search constants.
+
+Defaults are the reference code's HH ("harmless") constants; see docs in rain-algorithm.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass
+class SamplingSettings:
+    """Plain decoding knobs; RAIN uses ``seed`` and ``max_tokens`` and its own candidate sampling."""
+
+    temp: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int = 0
+    max_tokens: int = 256
+
+
+@dataclass
+class RainSettings:
+    """RAIN constants (names follow the paper); every field can be set in ``[rain]`` of config.toml."""
+
+    T: int = 50  # max searches per step: budget max(T - root.fn, min_searches)
+    min_searches: int = 15  # floor of the per-step budget
+    T_m: int = 6  # early stop when the most-visited root child has fn > T_m ...
+    V: float = 0.8  # ... and q > V
+    c: float = 2.0  # exploration constant in the selection score (Eq. 1)
+    gamma: float = 0.2  # similarity update weight (Eq. 2)
+    sim_threshold: float = 0.95  # siblings at least this similar share a score
+    similarity: bool = True  # similarity updates on/off (ablation)
+    set_lengths: tuple[int, ...] = (1, 2, 4, 10)  # token-set length by absolute answer depth
+    root_children: int = 10  # top-k single tokens at depth 0
+    n_children: int = 10  # greedy + up to n_children-1 distinct samples deeper
+    cand_top_k: int = 15
+    cand_temp: float = 1.0
+    cand_tries: int = 9  # samples drawn to find distinct candidates (AdvBench profile: 19)
+    root_uniform: float = 0.25  # prior mixing at the (re-)root: (1-x) p + x / K
+    rollout: bool = True  # sample to the next delimiter before judging (reference code)
+    rollout_delimiters: str = ",.?:;\n"
+    rollout_max_tokens: int = 32
+    dynamic_add: bool = True
+    max_children: int = 20  # dynamic addition only below this many children
+    dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length
+    score: str = "vote"  # "vote" (paper: two orders, hard votes) or "soft" (order-debiased mean)
+
+    def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
+        """A copy with ``values`` applied; unknown keys or wrong types raise ValueError."""
+        known = {f.name: f for f in fields(self)}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown RAIN setting {key!r} (known: {', '.join(sorted(known))})")
+            current = getattr(self, key)
+            try:
+                if isinstance(current, bool):
+                    if isinstance(value, str):
+                        value = value.strip().lower() in ("1", "true", "yes", "on")
+                    clean[key] = bool(value)
+                elif isinstance(current, tuple):
+                    if isinstance(value, str):
+                        value = [int(v) for v in value.replace(",", " ").split()]
+                    clean[key] = tuple(int(v) for v in value)
+                else:
+                    clean[key] = type(current)(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"RAIN setting {key!r} needs a {type(current).__name__}, got {value!r}") from None
+        if clean.get("score", self.score) not in ("vote", "soft"):
+            raise ValueError("RAIN setting 'score' must be 'vote' or 'soft'")
+        return replace(self, **clean)
+
+
+#: Named profiles: the reference code's constants per experiment.
+PROFILES: dict[str, dict[str, Any]] = {
+    "harmless": {},
+    "adversarial": {"T_m": 5, "cand_temp": 2.0, "cand_tries": 19},
+    "truthful": {"T_m": 16},
+}
+
+#: The objective each profile judges with by default.
+PROFILE_OBJECTIVE = {"harmless": "harmless", "adversarial": "harmless", "truthful": "truthful"}
+
+
+def profile_settings(name: str) -> RainSettings:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    return RainSettings().with_overrides(PROFILES[name])
+
+
+@dataclass
+class StopRule:
+    """When an answer ends: an end-of-generation token, a new-turn marker in the text, or length."""
+
+    max_tokens: int = 256
+    stop_strings: list[str] = field(default_factory=list)

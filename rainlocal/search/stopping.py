@@ -1,0 +1,83 @@
+"""Turning a growing list of answer tokens into safe-to-print text and a stop decision.
+
+Shared by vanilla and RAIN so both stop by the same rule: an end-of-generation token anywhere in
+what was just added (RAIN commits several tokens at once; the reference code missed EOS inside a
+set), a new-turn marker in the text, or the length limit. Text that might be the start of a stop
+marker, or half of a multi-byte character, is held back until it is decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from rainlocal.search.settings import StopRule
+
+
+@dataclass
+class AnswerState:
+    """The committed answer and how much of its text has been handed out."""
+
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    stop_reason: str | None = None
+
+
+class Stopper:
+    def __init__(self, rule: StopRule, detokenize: Callable[[Sequence[int]], str], is_eog: Callable[[int], bool]):
+        self.rule = rule
+        self.detokenize = detokenize
+        self.is_eog = is_eog
+        self.state = AnswerState()
+
+    def add(self, tokens: Sequence[int]) -> tuple[list[int], str]:
+        """Append committed tokens; return (tokens kept, new text safe to print)."""
+        st = self.state
+        kept: list[int] = []
+        for t in tokens:
+            if self.is_eog(t):
+                st.stop_reason = "eos"
+                break
+            kept.append(t)
+            if len(st.tokens) + len(kept) >= self.rule.max_tokens:
+                st.stop_reason = "length"
+                break
+        st.tokens.extend(kept)
+        text = self.detokenize(st.tokens)
+        cut = min((i for i in (text.find(s) for s in self.rule.stop_strings if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+            st.stop_reason = "stop"
+        st.text = text
+        safe = len(text)
+        if st.stop_reason is None:
+            safe = self._safe_length(text)
+        else:
+            text = text.rstrip("\ufffd")
+            safe = len(text)
+            st.text = text
+        new = text[st.emitted:safe]
+        st.emitted = max(st.emitted, safe)
+        return kept, new
+
+    def flush(self) -> str:
+        """Whatever was held back, at the end of the answer."""
+        st = self.state
+        st.text = st.text.rstrip("\ufffd")
+        new = st.text[st.emitted:]
+        st.emitted = len(st.text)
+        return new
+
+    @property
+    def done(self) -> bool:
+        return self.state.stop_reason is not None
+
+    def _safe_length(self, text: str) -> int:
+        safe = len(text.rstrip("\ufffd"))
+        for s in self.rule.stop_strings:
+            for k in range(min(len(s) - 1, safe), 0, -1):
+                if text[:safe].endswith(s[:k]):
+                    safe = min(safe, len(text[:safe]) - k)
+                    break
+        return safe
