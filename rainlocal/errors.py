@@ -46,3 +46,7 @@ class ContextOverflowError(RainlocalError):
 
 class EngineError(RainlocalError):
     """llama.cpp refused an operation (decode failure, no KV slot, unsupported model)."""
+
+
+class PromptTooLongError(UsageError):
+    """The prompt alone does not fit the context window (exit code 2; the message gives both sizes)."""

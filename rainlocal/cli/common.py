@@ -1,0 +1,71 @@
+"""What every answering command does first: find the model, load it (spinner on stderr), and
+handle Ctrl-C the way users expect (first stops the answer, second exits 130)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+
+from rainlocal.cli.options import ModelSettings
+from rainlocal.errors import EXIT_INTERRUPTED
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def load_engine(ms: ModelSettings, model: str | None = None, *, quiet: bool = False):
+    """Resolve (pulling if needed) and load a model; a spinner shows on a terminal."""
+    from rainlocal.catalog import resolve_model
+    from rainlocal.engine.llama import LlamaEngine
+
+    path = resolve_model(model if model is not None else ms.model, quiet=quiet)
+    show = not quiet and stderr.is_terminal
+    status = stderr.status(f"Loading {path.name}…", spinner="dots") if show else _null()
+    with status:
+        engine = LlamaEngine(
+            path, n_ctx=ms.ctx_size, n_gpu_layers=ms.gpu_layers, n_threads=ms.threads, verbose=ms.verbose
+        )
+    return engine
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield
+
+
+class Interrupts:
+    """First Ctrl-C asks the current answer to stop (the search checks ``requested``); a second
+    Ctrl-C before ``clear()`` raises KeyboardInterrupt, which the CLI turns into exit 130."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._previous = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        if self._event.is_set():
+            raise KeyboardInterrupt
+        self._event.set()
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def exit_interrupted() -> None:
+    sys.exit(EXIT_INTERRUPTED)

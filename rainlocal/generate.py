@@ -1,0 +1,114 @@
+"""One answer to one conversation: format, pick the strategy (RAIN or vanilla), run it.
+
+This is the layer between configuration and the search that ``run``, ``chat``, ``eval`` and
+``bench`` share, so they all stop, count and time answers the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+from rainlocal.engine.formats import ChatFormatter, Message
+from rainlocal.errors import PromptTooLongError
+from rainlocal.search.events import Commit, Done, Step
+from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule
+
+
+@dataclass
+class GenerationSettings:
+    """Everything that decides an answer besides the model and the conversation."""
+
+    mode: str = "rain"  # "rain" or "vanilla"
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    rain: RainSettings = field(default_factory=RainSettings)
+    profile: str = "harmless"
+    objective: str = "harmless"
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mode": self.mode, **asdict(self.sampling)}
+        if self.mode == "rain":
+            d["profile"] = self.profile
+            d["objective"] = self.objective
+            d["rain"] = asdict(self.rain)
+        return d
+
+
+class Generator:
+    """Answers conversations with one loaded engine (and optionally a separate judge engine)."""
+
+    def __init__(self, engine, chat_format: str | None = None, judge_engine=None):
+        self.engine = engine
+        self.judge_engine = judge_engine or engine
+        self.formatter = ChatFormatter(
+            engine.chat_template, engine.token_text(getattr(engine, "bos_token", None)),
+            engine.token_text(getattr(engine, "eos_token", None)), chat_format,
+        )
+        self._objectives: dict[str, Any] = {}
+
+    def prompt(self, messages: list[Message]) -> tuple[list[int], list[str]]:
+        """Prompt tokens and new-turn stop strings; refuses prompts that leave no room to answer."""
+        fp = self.formatter(messages)
+        tokens = self.engine.prompt_tokens(fp.text)
+        if len(tokens) >= self.engine.n_ctx:
+            raise PromptTooLongError(
+                f"the prompt is {len(tokens)} tokens but the context is {self.engine.n_ctx} tokens "
+                "(raise -c/--ctx-size or shorten the prompt)"
+            )
+        return tokens, fp.stop
+
+    def objective(self, name: str):
+        from rainlocal.judge.objectives import load_objective
+
+        if name not in self._objectives:
+            self._objectives[name] = load_objective(name)
+        return self._objectives[name]
+
+    def stream(
+        self,
+        messages: list[Message],
+        settings: GenerationSettings,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Commit | Step | Done]:
+        """Yield the strategy's events; the final ``Done`` carries usage and timings in ``stats``."""
+        t0 = time.perf_counter()
+        prompt, stop_strings = self.prompt(messages)
+        budget = self.engine.n_ctx - len(prompt)
+        stop = StopRule(max_tokens=max(1, min(settings.sampling.max_tokens, budget)), stop_strings=stop_strings)
+        # Decode the prompt once up front so its cost is counted as "prompt", not as answer work;
+        # the strategy's first request then finds it cached.
+        self.engine.logprobs([prompt], phase="prompt")
+        if settings.mode == "vanilla":
+            from rainlocal.search.vanilla import vanilla_generate
+
+            events = vanilla_generate(self.engine, prompt, settings.sampling, stop, should_stop=should_stop)
+        else:
+            from rainlocal.judge.self_eval import SelfEvaluator
+            from rainlocal.search.rain import rain_generate
+
+            evaluator = SelfEvaluator(
+                self.judge_engine, self.objective(settings.objective), messages, mode=settings.rain.score
+            )
+            events = rain_generate(
+                self.engine, prompt, evaluator, settings.rain, settings.sampling, stop, should_stop=should_stop
+            )
+        first_commit: float | None = None
+        for ev in events:
+            if isinstance(ev, Commit) and first_commit is None:
+                first_commit = time.perf_counter()
+            if isinstance(ev, Done):
+                total = time.perf_counter() - t0
+                ev.stats.setdefault("answer_tokens", len(ev.tokens))
+                ev.stats["usage"] = {
+                    "prompt_tokens": len(prompt),
+                    "completion_tokens": len(ev.tokens),
+                    "total_tokens": len(prompt) + len(ev.tokens),
+                }
+                ev.stats["timings"] = {
+                    "total_s": round(total, 4),
+                    "first_commit_s": round((first_commit or time.perf_counter()) - t0, 4),
+                    "tokens_per_s": round(len(ev.tokens) / total, 3) if total > 0 else None,
+                }
+            yield ev

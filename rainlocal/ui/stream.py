@@ -1,0 +1,42 @@
+"""Plain renderers: the answer text to a stream as it is committed, search steps to a log.
+
+Used when stdout is piped (only the answer goes to stdout) and by ``run`` in a terminal.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Iterable
+
+from rainlocal.search.events import Commit, Done, Step
+
+
+def format_step(step: Step, limit: int = 10) -> str:
+    """One -v log entry: the root's candidates with prior, visits and value."""
+    head = f"[rain] searches={step.searches} evaluations={step.evaluations} best={step.best_value:+.3f}"
+    if step.committed:
+        head += " commit"
+    rows = sorted(step.candidates, key=lambda c: (-c.n, -c.q))[:limit]
+    lines = [head] + [
+        f"    n={c.n:6.2f} fn={c.fn:3d} q={c.q:+.3f} p={c.p:.3f}  {c.text!r}" for c in rows
+    ]
+    return "\n".join(lines)
+
+
+def stream_answer(events: Iterable, out: IO[str] | None, log: IO[str] | None = None) -> Done:
+    """Write committed text to ``out`` (flushing each commit) and return the final event.
+
+    ``log`` receives the search steps at each commit (``-v``)."""
+    done: Done | None = None
+    for ev in events:
+        if isinstance(ev, Commit):
+            if out is not None and ev.text:
+                out.write(ev.text)
+                out.flush()
+        elif isinstance(ev, Step):
+            if log is not None and ev.committed:
+                log.write(format_step(ev) + "\n")
+                log.flush()
+        elif isinstance(ev, Done):
+            done = ev
+    assert done is not None, "a decoding strategy must finish with Done"
+    return done
