@@ -1,0 +1,142 @@
+"""``rainlocal models``: list the catalogue, pull and remove models, inspect GGUF files.
+
+Results go to stdout (``models path`` prints nothing but the path, so ``$(rainlocal models path X)``
+works); progress, notes and warnings go to stderr. Errors are raised as rainlocal's domain
+exceptions and reported by ``rainlocal.cli.main``: an unknown alias exits with 2 (usage), a broken
+models.toml, a failed download or a bad GGUF file with 1.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from rainlocal import catalog, paths
+from rainlocal.gguf_info import read_info
+
+
+@click.group("models")
+def models_group() -> None:
+    """List, pull, remove and inspect local GGUF models."""
+
+
+def _entry_row(cat: catalog.Catalog, entry: catalog.ModelEntry) -> dict[str, Any]:
+    return {
+        "alias": entry.alias,
+        "default": entry.alias == cat.default,
+        "file": entry.file,
+        "size": entry.size,
+        "sha256": entry.sha256,
+        "license": entry.license,
+        "description": entry.description,
+        "pulled": catalog.is_pulled(entry),
+        "path": str(catalog.entry_path(entry)),
+        "source": entry.source,
+    }
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+def list_command(as_json: bool) -> None:
+    """Show the model catalogue and which models are pulled."""
+    cat = catalog.load_catalog()
+    rows = [_entry_row(cat, entry) for entry in cat.entries.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption=f"models directory: {paths.models_dir()}\nyour own entries: {paths.user_catalog_file()}",
+        caption_justify="left",
+    )
+    for column in ("alias", "default", "size", "license", "pulled", "description"):
+        table.add_column(column, no_wrap=column != "description")
+    for row in rows:
+        table.add_row(
+            row["alias"],
+            "*" if row["default"] else "",
+            catalog.format_size(row["size"]),
+            row["license"],
+            "yes" if row["pulled"] else "no",
+            row["description"],
+        )
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # piped or redirected: keep one line per model instead of 80 columns
+    console.print(table)
+
+
+@models_group.command("pull")
+@click.argument("alias")
+@click.option("--force", is_flag=True, help="Download again even if the model is already pulled.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def pull_command(alias: str, force: bool, quiet: bool) -> None:
+    """Download a catalogue model (verified by sha256) and print where it is."""
+    entry = catalog.load_catalog().get(alias)
+    if catalog.is_pulled(entry) and not force and not quiet:
+        click.echo(f"{alias} is already pulled", err=True)
+    click.echo(str(catalog.pull(alias, quiet=quiet, force=force)))
+
+
+@models_group.command("path")
+@click.argument("alias")
+def path_command(alias: str) -> None:
+    """Print the model's file path (pulling it first if needed; progress goes to stderr)."""
+    click.echo(str(catalog.resolve_model(alias)))
+
+
+@models_group.command("rm")
+@click.argument("alias")
+def rm_command(alias: str) -> None:
+    """Delete a pulled model file (and any partial download)."""
+    if catalog.remove(alias):
+        click.echo(f"removed {alias}")
+    else:
+        click.echo(f"{alias} was not pulled")
+
+
+_INFO_LABELS = (
+    ("path", "path"),
+    ("architecture", "architecture"),
+    ("name", "name"),
+    ("parameters", "parameters"),
+    ("context_length", "context length"),
+    ("quantization", "quantization"),
+    ("has_chat_template", "chat template"),
+    ("vocab_size", "vocabulary"),
+    ("n_tensors", "tensors"),
+    ("file_size", "file size"),
+    ("gguf_version", "GGUF version"),
+)
+
+
+def _format_value(key: str, value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if key == "has_chat_template":
+        return "yes" if value else "no (a base model, or a template must be given)"
+    if key == "file_size":
+        return f"{catalog.format_size(value)} ({value} bytes)"
+    if key == "parameters":
+        return f"{value / 1e9:.2f} B" if value >= 1e9 else f"{value / 1e6:.1f} M"
+    return str(value)
+
+
+@models_group.command("info")
+@click.argument("model", metavar="PATH_OR_ALIAS")
+@click.option("--json", "as_json", is_flag=True, help="Print the fields as JSON.")
+def info_command(model: str, as_json: bool) -> None:
+    """Show what a GGUF model is: architecture, size, context length, quantization, chat template."""
+    info = read_info(catalog.resolve_model(model, pull=False))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    width = max(len(label) for _, label in _INFO_LABELS)
+    for key, label in _INFO_LABELS:
+        click.echo(f"{label:<{width}}  {_format_value(key, info.get(key))}")
