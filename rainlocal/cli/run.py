@@ -61,14 +61,14 @@ def run_command(opts: dict[str, Any]) -> None:
         log = sys.stderr if ms.verbose else None
         if opts["as_json"]:
             done = stream_answer(events, None, log)
-            record = _record(done, generator, gen, ms)
+            record = {"prompt": prompt, **_record(done, generator, gen, ms)}
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
             done = stream_answer(events, sys.stdout, log)
             sys.stdout.write("\n")
             sys.stdout.flush()
         if done.stop_reason == "interrupted":
-            stderr.print("[interrupted]")
+            stderr.print("(interrupted)", markup=False)
             sys.exit(EXIT_INTERRUPTED)
 
 
@@ -182,7 +182,7 @@ def _run_batch(generator: Generator, gen: GenerationSettings, system, todo, out_
             done = stream_answer(generator.stream(messages, gen, should_stop=lambda: interrupts.requested), None,
                                  sys.stderr if ms.verbose else None)
             if done.stop_reason == "interrupted":
-                stderr.print(f"[interrupted] {answered} of {total} answered; rerun the same command to resume")
+                stderr.print(f"(interrupted) {answered} of {total} answered; rerun the same command to resume")
                 sys.exit(EXIT_INTERRUPTED)
             record = {"id": job["id"], **_record(done, generator, gen, ms)}
             record["timings"]["wall_s"] = round(time.perf_counter() - t0, 4)

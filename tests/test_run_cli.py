@@ -1,0 +1,182 @@
+"""``rainlocal run`` as a user runs it: a real subprocess on the real SmolLM2-135M model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+
+VANILLA = ["--vanilla", "-n", "24"]
+
+
+def test_same_seed_gives_the_same_answer(model_path, rl_home):
+    args = ["run", "-m", str(model_path), *VANILLA, "--temp", "0.9", "--seed", "7", "Write a line about the sea."]
+    a = run_cli(args, env_home=rl_home)
+    b = run_cli(args, env_home=rl_home)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout.strip() and a.stdout == b.stdout
+
+
+def test_only_the_answer_goes_to_stdout(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--temp", "0", "Say hello."], env_home=rl_home)
+    assert r.returncode == 0
+    assert "Loading" not in r.stdout and "rainlocal" not in r.stdout
+    assert r.stdout.endswith("\n") and r.stdout.strip()
+
+
+def test_stdin_is_the_prompt_when_no_argument(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json"], input="What is the capital of France?\n",
+                env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["prompt"] == "What is the capital of France?"
+
+
+def test_stdin_comes_first_then_the_argument(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json", "Summarise the text above."],
+                input="The cat sat on the mat.\n", env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["prompt"] == "The cat sat on the mat.\n\nSummarise the text above."
+
+
+def test_json_output_has_reply_model_settings_usage_and_timings(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json", "--seed", "3", "Hi"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)  # exactly one JSON object, nothing else
+    assert isinstance(obj["reply"], str)
+    assert obj["model"] == model_path.name
+    assert obj["settings"]["seed"] == 3 and obj["settings"]["mode"] == "vanilla"
+    u = obj["usage"]
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    assert 0 < u["completion_tokens"] <= 24
+    assert obj["timings"]["total_s"] > 0
+    assert obj["stop_reason"] in ("eos", "stop", "length")
+
+
+def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_path, rl_home):
+    prompts = tmp_path / "prompts.jsonl"
+    ids = [f"q{i}" for i in range(5)]
+    with open(prompts, "w") as f:
+        for i, q in enumerate(ids):
+            f.write(json.dumps({"id": q, "prompt": f"Give me fact number {i} about bees."}) + "\n")
+        f.write(json.dumps({"id": "m1", "messages": [{"role": "user", "content": "Hello"}]}) + "\n")
+    ids.append("m1")
+    out = tmp_path / "answers.jsonl"
+    args = [sys.executable, "-m", "rainlocal", "run", "-m", str(model_path), "--vanilla", "-n", "40", "--seed", "1",
+            "--input", str(prompts), "--output", str(out)]
+    env = {**os.environ, "RAINLOCAL_HOME": str(rl_home)}
+    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    first = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert 2 <= len(first) < len(ids)
+
+    r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    got = [json.loads(line)["id"] for line in lines]
+    assert sorted(got) == sorted(ids)  # nothing lost, nothing repeated
+    assert got[: len(first)] == first
+
+    # Resumed answers equal those of an uninterrupted run (same seed, same settings).
+    clean = tmp_path / "clean.jsonl"
+    r2 = subprocess.run([*args[:-1], str(clean)], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                        text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    replies = {json.loads(l)["id"]: json.loads(l)["reply"] for l in lines}
+    clean_replies = {json.loads(l)["id"]: json.loads(l)["reply"] for l in clean.read_text().splitlines()}
+    assert replies == clean_replies
+
+
+def test_batch_rerun_with_everything_answered_does_nothing(model_path, tmp_path, rl_home):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n")
+    out = tmp_path / "o.jsonl"
+    args = ["run", "-m", str(model_path), *VANILLA, "--input", str(prompts), "--output", str(out)]
+    assert run_cli(args, env_home=rl_home).returncode == 0
+    before = out.read_text()
+    r = run_cli(args, env_home=rl_home)
+    assert r.returncode == 0 and out.read_text() == before
+    assert "already answered" in r.stderr
+
+
+def test_ctrl_c_stops_the_answer_keeps_the_text_and_exits_130(model_path, rl_home):
+    env = {**os.environ, "RAINLOCAL_HOME": str(rl_home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rainlocal", "run", "-m", str(model_path), "--vanilla", "-n", "3000", "--temp", "1",
+         "Write a very long story about a dragon."],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.read(20)  # wait until the answer is streaming
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert len(first) == 20 and b"Traceback" not in err
+    assert b"interrupted" in err
+
+
+# --- bad input: one line on stderr, the documented exit code, never a traceback --------------------------
+
+def _one_line_error(r, code, *needles):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert r.stdout == ""
+
+
+def test_missing_model_path(rl_home, tmp_path):
+    _one_line_error(run_cli(["run", "-m", str(tmp_path / "nope.gguf"), "hi"], env_home=rl_home), 1, "not found")
+
+
+def test_non_gguf_model_file(rl_home, tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"PK\x03\x04 this is a zip, not a model" * 10)
+    _one_line_error(run_cli(["run", "-m", str(bad), "hi"], env_home=rl_home), 1, "not a GGUF")
+
+
+def test_truncated_gguf_model_file(rl_home, tmp_path, model_path):
+    cut = tmp_path / "cut.gguf"
+    with open(model_path, "rb") as src:
+        cut.write_bytes(src.read(5_000_000))
+    _one_line_error(run_cli(["run", "-m", str(cut), "hi"], env_home=rl_home), 1, "truncated")
+
+
+def test_unknown_alias(rl_home):
+    _one_line_error(run_cli(["run", "-m", "no-such-model", "hi"], env_home=rl_home), 2, "no-such-model")
+
+
+def test_broken_user_catalogue_names_the_line(rl_home):
+    cfg = rl_home / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "models.toml").write_text('[models.x]\nfile = "x.gguf"\nsize = = 3\n')
+    _one_line_error(run_cli(["run", "-m", "x", "hi"], env_home=rl_home), 1, "models.toml", "line 3")
+
+
+def test_empty_stdin_and_no_argument(rl_home, model_path):
+    _one_line_error(run_cli(["run", "-m", str(model_path)], input="", env_home=rl_home), 2, "no prompt")
+
+
+def test_prompt_longer_than_the_context_says_both_numbers(rl_home, model_path):
+    r = run_cli(["run", "-m", str(model_path), "-c", "64", "--vanilla"], input="word " * 200, env_home=rl_home)
+    _one_line_error(r, 2, "64")
+    assert "tokens" in r.stderr
+
+
+def test_malformed_batch_line_names_the_line(rl_home, model_path, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "hi"}\n{oops\n')
+    r = run_cli(["run", "-m", str(model_path), "--input", str(prompts), "--output", str(tmp_path / "o.jsonl")],
+                env_home=rl_home)
+    _one_line_error(r, 2, "p.jsonl:2")
