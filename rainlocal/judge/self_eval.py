@@ -1,0 +1,414 @@
+"""Self-evaluation: the model (or a ``--judge`` model) scores a partial answer with a fixed prompt.
+
+Prompt layout (raw text, built from an ``Objective``)::
+
+    {instruction}
+
+    Conversation:                        \\
+    User: {example user}                  |
+    Assistant: {example answer}           |  one block per worked example; the option order of
+                                          |  each block is chosen so the correct letters
+    {question}                            |  alternate A, B, A, B...
+    (A) {good or bad option}              |
+    (B) {the other option}                |
+    The answer is: (A)                   /
+                                          <- end of the FIXED PREFIX (same tokens for every call)
+    Conversation:
+    User: {user turn(s) of the chat}      <- HEAD: per evaluator (all non-system turns)
+    Assistant: {answer so far}            <- ANSWER: per evaluation, re-tokenized by the judge
+
+    {question}                            <- TAIL: one per option order, fixed per objective
+    (A) {option}
+    (B) {option}
+    The answer is: (                      <- the next token is the letter that is read
+
+For ``yesno`` objectives the option lines are absent and the tail ends in ``The answer is:``; the
+next token is a yes/no word.
+
+Why raw text and no chat template: the paper's judge is a plain completion prompt; ending the text
+in ``The answer is: (`` pins the very next token to the option letter, which an assistant turn of a
+chat template does not (the model would be free to start with "Sure," or a newline, spreading the
+letter probability over later positions that we never read). Raw text is also independent of the
+judge model's template, so the fixed prefix is the same text for every model, and the ``Engine``
+protocol needs no chat-format knowledge. Instruct models handle this few-shot completion format
+without trouble (see the SmolLM2 smoke test).
+
+Token sequences are ``[BOS?] + prefix + head + answer + tail``, each piece tokenized on its own
+and concatenated, so a piece boundary never changes earlier tokens. The prefix and tails are
+tokenized once per engine and objective and shared by every ``SelfEvaluator`` on that engine; the
+two option orders share every token up to the tail and are requested in one ``logprobs`` call,
+so an engine with a prefix-reusing KV cache decodes the fixed prefix once and each answer once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from rainlocal.errors import RainlocalError
+from rainlocal.judge.objectives import Objective
+
+MODES = ("vote", "soft")
+
+#: Text right before the letter (ab) and before the yes/no word (yesno).
+AB_CUE = "The answer is: ("
+YESNO_CUE = "The answer is:"
+
+#: Conversation markers used in the examples and in the judged conversation.
+CONV_LABEL = "Conversation:\n"
+USER_LABEL = "User:"
+ASSISTANT_LABEL = "Assistant:"
+
+#: When the judge context is too small, the head is cut from the front in steps of this many
+#: tokens (coarse steps keep the head stable while the answer grows, preserving prefix reuse).
+_CUT_STEP = 256
+_SCORE_CACHE_MAX = 8192
+
+
+class JudgeError(RainlocalError):
+    """The model cannot serve as a judge for this objective (e.g. no single-token option letter)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt text
+
+
+def _letter_names(kind: str) -> tuple[str, str]:
+    return ("A", "B") if kind == "ab" else ("yes", "no")
+
+
+def _variants(name: str) -> list[str]:
+    """Spellings of an option letter/word whose single-token forms all count for that option."""
+    if len(name) == 1:
+        forms = [name]
+    else:
+        forms = [name, name.capitalize(), name.upper()]
+    out: list[str] = []
+    for f in forms + [" " + f for f in forms]:
+        if f not in out:
+            out.append(f)
+    return out
+
+
+def render_tail(objective: Objective, good_first: bool = True) -> str:
+    """Question, options and cue after the judged answer (``good_first`` is ignored for yesno)."""
+    if objective.kind == "yesno":
+        return f"\n\n{objective.question}\n{YESNO_CUE}"
+    a, b = (objective.good, objective.bad) if good_first else (objective.bad, objective.good)
+    return f"\n\n{objective.question}\n(A) {a}\n(B) {b}\n{AB_CUE}"
+
+
+def render_head(messages: Sequence[dict[str, Any]]) -> str:
+    """The conversation up to the assistant label; system messages are not shown to the judge."""
+    lines = [CONV_LABEL.rstrip("\n")]
+    for m in messages:
+        role = str(m.get("role", "user"))
+        if role == "system":
+            continue
+        label = ASSISTANT_LABEL if role == "assistant" else USER_LABEL
+        lines.append(f"{label} {str(m.get('content', '')).strip()}")
+    lines.append(ASSISTANT_LABEL)
+    return "\n".join(lines)
+
+
+def render_prefix(objective: Objective) -> str:
+    """Instruction plus the worked examples, ending in a blank line (the fixed, shared part)."""
+    parts = [objective.instruction.strip(), "\n\n"]
+    for i, ex in enumerate(objective.examples):
+        head = render_head([{"role": "user", "content": ex.user}])
+        if objective.kind == "yesno":
+            answer = " Yes" if ex.good else " No"
+            tail = render_tail(objective)
+        else:
+            letter = "A" if i % 2 == 0 else "B"  # alternate the correct letter
+            good_first = ex.good == (letter == "A")
+            tail = render_tail(objective, good_first)
+            answer = letter + ")"
+        parts.append(f"{head} {ex.answer.strip()}{tail}{answer}\n\n")
+    return "".join(parts)
+
+
+def render_prompt(objective: Objective, messages: Sequence[dict[str, Any]], answer_text: str,
+                  good_first: bool = True) -> str:
+    """The whole judge text for one order, for logs and docs (the evaluator works on token pieces)."""
+    answer = answer_text.strip()
+    return (render_prefix(objective) + render_head(messages) + (" " + answer if answer else "")
+            + render_tail(objective, good_first))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-engine shared state
+
+
+@dataclass
+class _EngineState:
+    """What is computed once per engine: BOS, tokenizer quirks, letter ids, prefix and tail tokens."""
+
+    bos: list[int]
+    space_prefix: bool  # the tokenizer itself puts a space before a piece (SentencePiece style)
+    letters: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # by kind
+    prefixes: dict[Objective, list[int]] = field(default_factory=dict)
+    tails: dict[Objective, list[list[int]]] = field(default_factory=dict)
+
+
+_STATES: "weakref.WeakKeyDictionary[Any, _EngineState]" = weakref.WeakKeyDictionary()
+_ATTR = "_rainlocal_judge_state"
+
+
+def _model_name(engine: Any) -> str:
+    for attr in ("name", "model_name", "alias", "model_path", "path"):
+        value = getattr(engine, attr, None)
+        if hasattr(value, "__fspath__"):
+            return os.path.basename(os.fspath(value))
+        if isinstance(value, str) and value:
+            return value
+    return type(engine).__name__
+
+
+def _n_ctx(engine: Any) -> int | None:
+    value = getattr(engine, "n_ctx", None)
+    if callable(value):
+        try:
+            value = value()
+        except Exception:
+            return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _new_state(engine: Any) -> _EngineState:
+    bos = getattr(engine, "bos_token", None)
+    bos_list = [int(bos)] if isinstance(bos, (int, np.integer)) and not isinstance(bos, bool) and bos >= 0 else []
+    # Does tokenizing "world" on its own give the same tokens as "world" after a space in context?
+    # Then the tokenizer adds its own leading space and we must not add another.
+    ctx = engine.tokenize("Hello")
+    full = engine.tokenize("Hello world")
+    alone = engine.tokenize("world")
+    space_prefix = full[: len(ctx)] == ctx and full[len(ctx):] == alone
+    return _EngineState(bos=bos_list, space_prefix=space_prefix)
+
+
+def _state(engine: Any) -> _EngineState:
+    """The shared judge state of ``engine`` (weakly keyed; an attribute for unhashable engines)."""
+    try:
+        st = _STATES.get(engine)
+        if st is None:
+            st = _STATES[engine] = _new_state(engine)
+        return st
+    except TypeError:  # not hashable or not weak-referenceable
+        pass
+    st = getattr(engine, _ATTR, None)
+    if st is None:
+        st = _new_state(engine)
+        try:
+            setattr(engine, _ATTR, st)
+        except (AttributeError, TypeError):  # pragma: no cover - slots-only engines: no sharing
+            pass
+    return st
+
+
+def _resolve_letters(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
+    """Token ids whose probabilities count for each option, from the engine's own tokenizer."""
+    cue = AB_CUE if kind == "ab" else YESNO_CUE
+    cue_tokens = engine.tokenize(cue)
+    result: dict[str, tuple[int, ...]] = {}
+    for name in _letter_names(kind):
+        ids: list[int] = []
+        for v in _variants(name):
+            found = []
+            toks = engine.tokenize(v)
+            if len(toks) == 1:
+                found.append(toks[0])
+            # The form the model would produce right after the cue (matters for tokenizers that add
+            # a space to a piece on its own, where the bare "A" after "(" is a different token).
+            full = engine.tokenize(cue + v)
+            if len(full) == len(cue_tokens) + 1 and full[: len(cue_tokens)] == cue_tokens:
+                found.append(full[-1])
+            for t in found:
+                text = engine.detokenize([t]).strip()
+                if text == v.strip() and int(t) not in ids:
+                    ids.append(int(t))
+        if not ids:
+            forms = ", ".join(repr(v) for v in _variants(name))
+            raise JudgeError(
+                f"model {_model_name(engine)} cannot judge {kind!r} objectives: its tokenizer has no "
+                f"single token for the option {name!r} (tried {forms}); choose another --judge model")
+        result[name] = tuple(ids)
+    a, b = _letter_names(kind)
+    if set(result[a]) & set(result[b]):
+        raise JudgeError(f"model {_model_name(engine)}: options {a!r} and {b!r} share a token id")
+    return result
+
+
+def letter_ids(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
+    st = _state(engine)
+    if kind not in st.letters:
+        st.letters[kind] = _resolve_letters(engine, kind)
+    return st.letters[kind]
+
+
+def prefix_tokens(engine: Any, objective: Objective) -> list[int]:
+    """The fixed prefix's tokens (BOS not included), tokenized once per engine and objective."""
+    st = _state(engine)
+    toks = st.prefixes.get(objective)
+    if toks is None:
+        toks = st.prefixes[objective] = list(engine.tokenize(render_prefix(objective)))
+    return toks
+
+
+def tail_tokens(engine: Any, objective: Objective) -> list[list[int]]:
+    """Tail tokens per order: [good option first, bad option first] for ab; [single] for yesno."""
+    st = _state(engine)
+    tails = st.tails.get(objective)
+    if tails is None:
+        orders = [True] if objective.kind == "yesno" else [True, False]
+        tails = st.tails[objective] = [list(engine.tokenize(render_tail(objective, g))) for g in orders]
+    return tails
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    m = float(np.max(values))
+    if not math.isfinite(m):
+        return m
+    return m + math.log(float(np.sum(np.exp(values - m))))
+
+
+def _share(lp_good: float, lp_bad: float) -> float:
+    """P(good) / (P(good) + P(bad)) computed from log-probabilities (0.5 if both are zero)."""
+    if lp_good == -math.inf and lp_bad == -math.inf:
+        return 0.5
+    d = lp_bad - lp_good
+    if d > 700:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(d))
+
+
+class SelfEvaluator:
+    """Scores (partial) answers in [-1, 1] with an objective's judge prompt on ``engine``.
+
+    ``messages`` is the chat so far ({"role", "content"} dicts, last one the user turn); system
+    messages are not shown to the judge. ``engine`` may be a different model from the one that
+    writes the answer (``--judge``): the answer text is re-tokenized with the judge's tokenizer.
+
+    ``mode="vote"`` (paper): each option order votes for the option whose letter is more likely;
+    +1 when both orders pick the good option, -1 when both pick the bad one, 0 when they disagree.
+    ``mode="soft"``: the mean over both orders of P(good letter) / (P(A) + P(B)), rescaled to
+    [-1, 1]; order-debiased and keeps the signal a position-biased small judge loses in the vote.
+    yesno objectives use one order: vote +1 if P(yes) > P(no) else -1; soft 2 P(yes)/(P(yes)+P(no)) - 1.
+    """
+
+    def __init__(self, engine: Any, objective: Objective, messages: Sequence[dict[str, Any]], *,
+                 mode: str = "vote"):
+        if mode not in MODES:
+            raise ValueError(f"judge mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.engine = engine
+        self.objective = objective
+        self.messages = [dict(m) for m in messages]
+        self.mode = mode
+        self._st = _state(engine)
+        self.letter_ids = letter_ids(engine, objective.kind)
+        self._prefix = prefix_tokens(engine, objective)
+        self._tails = tail_tokens(engine, objective)
+        head_text = render_head(self.messages)
+        self._head_label = list(engine.tokenize(CONV_LABEL))
+        self._head = list(engine.tokenize(head_text))
+        self._head_body: list[int] | None = None  # for context-limited cutting, computed on demand
+        self._marker: list[int] = []
+        self._head_cuts: dict[int, list[int]] = {}
+        self._cache: dict[str, dict[str, Any]] = {}
+        self.n_ctx = _n_ctx(engine)
+        #: Judge calls made (cache misses) and score-cache hits, for stats.
+        self.calls = 0
+        self.cache_hits = 0
+
+    # -- token sequences -------------------------------------------------------------------
+
+    def answer_tokens(self, answer_text: str) -> list[int]:
+        text = answer_text.strip()
+        if not text:
+            return []
+        return list(self.engine.tokenize(text if self._st.space_prefix else " " + text))
+
+    def _fitted_head(self, fixed_len: int) -> list[int]:
+        """The head, cut from the front in coarse steps if the whole sequence would overflow."""
+        if self.n_ctx is None or fixed_len + len(self._head) <= self.n_ctx:
+            return self._head
+        if self._head_body is None:
+            body = render_head(self.messages)[len(CONV_LABEL):]
+            self._head_body = list(self.engine.tokenize(body))
+            self._marker = list(self.engine.tokenize("[...]"))
+        over = fixed_len + len(self._head_label) + len(self._marker) + len(self._head_body) - (self.n_ctx - 1)
+        cut = max(0, -(-over // _CUT_STEP) * _CUT_STEP)
+        if cut == 0 or cut >= len(self._head_body):  # cut 0: rounding; too big: even the answer alone does not fit: let the engine report it
+            return self._head
+        if cut not in self._head_cuts:
+            self._head_cuts[cut] = self._head_label + self._marker + self._head_body[cut:]
+        return self._head_cuts[cut]
+
+    def sequences(self, answer_text: str) -> list[list[int]]:
+        """The judge token sequences for ``answer_text``, one per option order (good first first)."""
+        answer = self.answer_tokens(answer_text)
+        fixed = len(self._st.bos) + len(self._prefix) + len(answer) + max(len(t) for t in self._tails)
+        base = self._st.bos + self._prefix + self._fitted_head(fixed) + answer
+        return [base + tail for tail in self._tails]
+
+    # -- probabilities and scores ----------------------------------------------------------
+
+    def judge_probs(self, answer_text: str) -> dict[str, Any]:
+        """Raw letter probabilities per order plus both scores.
+
+        ab: ``{"kind": "ab", "orders": [{"good": "A", "A": pA, "B": pB, "p_good": share}, {"good": "B", ...}],
+        "vote": v, "soft": s, "score": <score in this evaluator's mode>}``;
+        yesno: ``{"kind": "yesno", "orders": [{"good": "yes", "yes": py, "no": pn, "p_good": share}], ...}``.
+        Probabilities are summed over every single-token spelling of the letter (see ``letter_ids``).
+        """
+        cached = self._cache.get(answer_text)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        seqs = self.sequences(answer_text)
+        rows = self.engine.logprobs(seqs, phase="judge")
+        self.calls += 1
+        good_name, bad_name = _letter_names(self.objective.kind)
+        orders = []
+        shares = []
+        votes = []
+        for i, row in enumerate(rows):
+            row = np.asarray(row)
+            lp = {name: _logsumexp(row[list(ids)]) for name, ids in self.letter_ids.items()}
+            if self.objective.kind == "ab":
+                g, b = ("A", "B") if i == 0 else ("B", "A")
+            else:
+                g, b = good_name, bad_name
+            share = _share(lp[g], lp[b])
+            shares.append(share)
+            votes.append(1 if lp[g] > lp[b] else -1)
+            entry = {"good": g}
+            entry.update({name: math.exp(v) for name, v in lp.items()})
+            entry["p_good"] = share
+            orders.append(entry)
+        vote = float(sum(votes)) / len(votes)
+        soft = 2.0 * (sum(shares) / len(shares)) - 1.0
+        result = {"kind": self.objective.kind, "orders": orders, "vote": vote, "soft": soft,
+                  "score": vote if self.mode == "vote" else soft}
+        if len(self._cache) >= _SCORE_CACHE_MAX:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[answer_text] = result
+        return result
+
+    def score(self, answer_text: str) -> float:
+        """Self-evaluation score of the judged answer, in [-1, 1] (higher is better)."""
+        return float(self.judge_probs(answer_text)["score"])
+
+    def prompt_text(self, answer_text: str, good_first: bool = True) -> str:
+        """The judge prompt as text (for -v logs)."""
+        return render_prompt(self.objective, self.messages, answer_text, good_first)
