@@ -108,3 +108,11 @@ def test_non_gguf_file_is_refused_before_llama_cpp_sees_it(tmp_path):
     bad.write_text("just some text, not a model\n")
     with pytest.raises(ModelError, match="not a GGUF"):
         LlamaEngine(bad)
+
+
+def test_requests_sharing_an_uncached_prefix_decode_it_once(engine):
+    base = _prompt(engine, "A long shared context for two requests that differ only at the very end.")
+    a, b = base + [500, 501], base + [600, 601]
+    before = engine.counters["judge"]
+    engine.logprobs([a, b], phase="judge")
+    assert engine.counters["judge"] - before <= len(base) + 4

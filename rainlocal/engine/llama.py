@@ -349,6 +349,11 @@ class LlamaEngine:
                 todo.setdefault(key, []).append(i)
         if todo:
             keys = list(todo)
+            # Requests that share a long prefix no cached branch holds (e.g. the judge's two option
+            # orders) would each decode it; decode the shared part once first.
+            shared = self._shared_prefixes(keys)
+            if shared:
+                self._decode_group(shared, phase)
             # Bound how many distinct branches go into one decode (each needs its own slot).
             group = max(1, self.n_seq - 2)
             for start in range(0, len(keys), group):
@@ -357,6 +362,18 @@ class LlamaEngine:
                     for i in todo[key]:
                         results[i] = lp
         return results  # type: ignore[return-value]
+
+    def _shared_prefixes(self, keys: list[tuple[int, ...]], min_gain: int = 8) -> list[tuple[int, ...]]:
+        if len(keys) < 2:
+            return []
+        arrs = [np.asarray(k, dtype=np.int64) for k in keys]
+        out: dict[tuple[int, ...], None] = {}
+        for i, a in enumerate(arrs):
+            cached = max((self._lcp(sl.tokens, a) for sl in self._slots if sl.tokens), default=0)
+            best = max(self._lcp(list(keys[j]), a) for j in range(len(keys)) if j != i)
+            if best - cached >= min_gain and best < len(keys[i]):
+                out[keys[i][:best]] = None
+        return [k for k in out if k not in self._logits_cache]
 
     def _decode_group(self, keys: list[tuple[int, ...]], phase: str) -> list[np.ndarray]:
         busy: set[int] = set()
