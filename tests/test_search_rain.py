@@ -1,7 +1,6 @@
 """The RAIN outer and inner loops over the scripted fake engine."""
 
 import numpy as np
-import pytest
 
 from rainlocal.search.events import Commit, Done, Step
 from rainlocal.search.rain import RainSearch, rain_generate
@@ -203,6 +202,7 @@ def test_stats_add_up():
     assert set(stats["time"]) == {"select", "expand", "rollout", "evaluate", "backup", "wall"}
     assert sum(v for k, v in stats["time"].items() if k != "wall") <= stats["time"]["wall"]
     assert 0 <= stats["rewinds"] < stats["searches"]
+    assert stats["embeddings"] == eng.embedded  # each distinct text embedded once per answer
 
 
 def test_tokens_decoded_counts_only_this_call():

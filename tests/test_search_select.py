@@ -1,6 +1,5 @@
 """Selection score (Eq. 1, reference-code form) and the commit / early-stop rules."""
 
-import math
 
 import pytest
 

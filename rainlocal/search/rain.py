@@ -81,6 +81,8 @@ class RainSearch:
         self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
         self.root = Node(depth=-1)
         self.cache: dict[str, float] = {}
+        self._emb_cache: dict[str, np.ndarray] = {}  # text -> embedding (the same text embeds the same)
+        self.embeddings = 0
         self.searches = 0
         self.evaluations = 0
         self.cache_hits = 0
@@ -178,12 +180,16 @@ class RainSearch:
         for node in path[1:]:
             texts.append(self.engine.detokenize(kept[offset:] + roll) if offset < len(kept) or roll else "")
             offset += len(node.tokens)
-        wanted = [i for i, t in enumerate(texts) if t]
-        out: list[np.ndarray | None] = [None] * len(texts)
-        if wanted:
-            rows = self.engine.embed([texts[i] for i in wanted])
-            for i, row in zip(wanted, rows):
-                out[i] = np.asarray(row, dtype=np.float64)
+        if len(self._emb_cache) > 20000:
+            self._emb_cache.clear()
+        out: list[np.ndarray | None] = [self._emb_cache.get(t) if t else None for t in texts]
+        missing = list(dict.fromkeys(t for t, e in zip(texts, out) if t and e is None))
+        if missing:
+            rows = self.engine.embed(missing)
+            for t, row in zip(missing, rows):
+                self._emb_cache[t] = np.asarray(row, dtype=np.float64)
+            out = [self._emb_cache.get(t) if t else None for t in texts]
+        self.embeddings += len(missing)
         return out
 
     # ---- the outer loop -------------------------------------------------------------------------
@@ -227,6 +233,7 @@ class RainSearch:
             "early_stops": self.early_stops,
             "nodes_added": self.nodes_added,
             "similarity_updates": self.similarity_updates,
+            "embeddings": self.embeddings,
             "answer_tokens": len(self.answer),
             "tokens_decoded": tokens_decoded,
             "time": {**{k: round(v, 6) for k, v in self.times.items()}, "wall": round(wall, 6)},
