@@ -280,6 +280,8 @@ class LlamaEngine:
             best.last_used = self._tick()
             return best, keep
         # Fork: copy the shared prefix into a free (or least recently used) slot.
+        if best is not None:
+            best.last_used = self._tick()  # a fork source is hot (e.g. the judge's fixed prefix)
         target = self._free_slot(busy | ({best.seq_id} if best is not None else set()))
         if target is None:
             # Only the source itself is available: truncate it in place (a rewind).

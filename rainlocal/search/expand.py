@@ -190,8 +190,11 @@ def embedding_spread(node: Node) -> float | None:
         return None
     if len(embs) == 1:
         return 0.0
-    var = np.var(np.stack(embs), axis=0, ddof=1)
-    return float(np.linalg.norm(var))
+    stacked = np.stack(embs)
+    var = np.var(stacked, axis=0, ddof=1)
+    # The reference threshold was set for 384-dimensional sentence embeddings; for unit vectors the
+    # norm of the per-dimension variance shrinks like 1/sqrt(dim), so rescale to 384 dimensions.
+    return float(np.linalg.norm(var) * np.sqrt(stacked.shape[1] / 384.0))
 
 
 def should_add(node: Node, settings: RainSettings) -> bool:

@@ -49,6 +49,12 @@ class Stopper:
         if cut >= 0:
             text = text[:cut]
             st.stop_reason = "stop"
+            # Keep only the tokens whose text lies before the stop marker.
+            n = len(st.tokens)
+            while n > 0 and len(self.detokenize(st.tokens[:n])) > cut:
+                n -= 1
+            kept = kept[: max(0, len(kept) - (len(st.tokens) - n))]
+            del st.tokens[n:]
         st.text = text
         safe = len(text)
         if st.stop_reason is None:
