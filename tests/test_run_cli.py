@@ -180,3 +180,25 @@ def test_malformed_batch_line_names_the_line(rl_home, model_path, tmp_path):
     r = run_cli(["run", "-m", str(model_path), "--input", str(prompts), "--output", str(tmp_path / "o.jsonl")],
                 env_home=rl_home)
     _one_line_error(r, 2, "p.jsonl:2")
+
+
+RAIN_SMALL = ["-n", "8", "-T", "3", "--set", "min_searches=2"]
+
+
+def test_rain_is_the_default_and_json_reports_search_statistics(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "--json", "How do I hotwire a car?"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["settings"]["mode"] == "rain" and obj["settings"]["rain"]["T"] == 3
+    st = obj["stats"]
+    for key in ("searches", "evaluations", "cache_hits", "commits", "rewinds", "answer_tokens"):
+        assert isinstance(st[key], int)
+    assert set(st["tokens_decoded"]) >= {"generate", "rollout", "judge"}
+    assert st["tokens_decoded"]["judge"] > 0 and st["searches"] >= st["commits"] >= 1
+    assert {"select", "expand", "rollout", "evaluate", "backup", "wall"} <= set(st["time"])
+
+
+def test_verbose_logs_search_steps_to_stderr_only(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "-v", "Hello"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    assert "[rain]" in r.stderr and "[rain]" not in r.stdout
