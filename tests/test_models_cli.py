@@ -21,7 +21,6 @@ try:
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from loopback_http import LoopbackServer, pip_env, write_tiny_gguf
 
-REAL_SMOLLM2 = Path("/work/rlhome/data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +174,8 @@ def test_info_of_generated_gguf_json(home, tmp_path, gguf_bytes):
     assert info["architecture"] == "llama" and info["context_length"] == 256 and info["has_chat_template"] is True
 
 
-@pytest.mark.skipif(not REAL_SMOLLM2.is_file(), reason="the real SmolLM2 file is not pulled on this machine")
-def test_info_of_real_smollm2(home):
-    result = rainlocal(home, "models", "info", str(REAL_SMOLLM2))
+def test_info_of_real_smollm2(home, model_path):
+    result = rainlocal(home, "models", "info", str(model_path))
     assert result.returncode == 0, result.stderr
     assert "architecture    llama" in result.stdout
     assert "chat template   yes" in result.stdout
