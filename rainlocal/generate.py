@@ -94,6 +94,8 @@ class Generator:
             events = rain_generate(
                 self.engine, prompt, evaluator, settings.rain, settings.sampling, stop, should_stop=should_stop
             )
+        separate_judge = self.judge_engine is not self.engine
+        judge_before = sum(self.judge_engine.counters.values()) if separate_judge else 0
         first_commit: float | None = None
         for ev in events:
             if isinstance(ev, Commit) and first_commit is None:
@@ -101,6 +103,10 @@ class Generator:
             if isinstance(ev, Done):
                 total = time.perf_counter() - t0
                 ev.stats.setdefault("answer_tokens", len(ev.tokens))
+                if separate_judge and "tokens_decoded" in ev.stats:
+                    # A --judge model decodes on its own engine; count that work as judge work.
+                    judged = sum(self.judge_engine.counters.values()) - judge_before
+                    ev.stats["tokens_decoded"]["judge"] = ev.stats["tokens_decoded"].get("judge", 0) + judged
                 ev.stats["usage"] = {
                     "prompt_tokens": len(prompt),
                     "completion_tokens": len(ev.tokens),

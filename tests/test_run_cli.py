@@ -202,3 +202,12 @@ def test_verbose_logs_search_steps_to_stderr_only(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "-v", "Hello"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
     assert "[rain]" in r.stderr and "[rain]" not in r.stdout
+
+
+def test_a_separate_judge_model_does_the_self_evaluation(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "--judge", str(model_path), "--json", "Hi there"],
+                env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["judge_model"] == model_path.name
+    assert obj["stats"]["evaluations"] > 0 and obj["stats"]["tokens_decoded"]["judge"] > 0
