@@ -119,7 +119,7 @@ class LlamaEngine:
         n_threads: int | None = None,
         seed: int = 0,
         n_seq: int = 32,
-        pool_factor: float = 2.0,
+        pool_factor: float = 1.5,
         verbose: bool = False,
     ):
         import llama_cpp
