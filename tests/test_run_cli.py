@@ -211,3 +211,21 @@ def test_a_separate_judge_model_does_the_self_evaluation(model_path, rl_home):
     obj = json.loads(r.stdout)
     assert obj["judge_model"] == model_path.name
     assert obj["stats"]["evaluations"] > 0 and obj["stats"]["tokens_decoded"]["judge"] > 0
+
+
+def test_broken_config_toml_names_the_line(rl_home):
+    cfg = rl_home / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text('[defaults]\nseed = 1\ntemp = [oops\n')
+    _one_line_error(run_cli(["run", "hi"], env_home=rl_home), 1, "config.toml", "line 3")
+
+
+def test_unknown_rain_setting_in_config_is_reported(rl_home):
+    cfg = rl_home / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text('[rain]\nT = 10\nwarp_speed = 9\n')
+    _one_line_error(run_cli(["run", "hi"], env_home=rl_home), 1, "warp_speed")
+
+
+def test_bad_set_flag_is_a_usage_error(rl_home, model_path):
+    _one_line_error(run_cli(["run", "-m", str(model_path), "--set", "gamma=lots", "hi"], env_home=rl_home), 2, "gamma")
