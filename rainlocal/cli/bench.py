@@ -1,0 +1,89 @@
+"""``rainlocal bench``: speed of KV-cached vanilla, RAIN (and best-of-N) side by side, in one run.
+
+The method is described in ``rainlocal.evals.bench`` and in the README ("Benchmarks"). A table goes
+to stdout, or one JSON object with ``--json`` (for tracking over time); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rainlocal.cli.common import Interrupts, load_engine, stderr
+from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
+from rainlocal.errors import UsageError
+
+
+@click.command("bench")
+@model_options
+@generation_options
+@click.option("-p", "--prompts", "n_prompts", type=int, default=3, help="How many prompts (the first N of the data; default 3).")
+@click.option("--data", "data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HH-format JSONL prompts (default: the HH dev split in ../shared/data/).")
+@click.option("--best-of", "best_of", default=None, metavar="N|auto",
+              help="Also time best-of-N by self-evaluation: N samples, or 'auto' to match RAIN's work per prompt.")
+@click.option("--best-of-max", "best_of_max", type=int, default=32, help="Upper bound on N for --best-of auto (default 32).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for tracking over time).")
+@pass_options
+def command(opts: dict[str, Any]) -> None:
+    """Measure RAIN's cost against KV-cached vanilla decoding on the same prompts."""
+    from rainlocal.cli.eval import parse_best_of
+    from rainlocal.evals.bench import render_text, run_bench
+    from rainlocal.evals.suites import load_suite, resolve_data_path
+    from rainlocal.generate import Generator
+
+    if opts.get("vanilla"):
+        raise UsageError("bench always runs both vanilla and RAIN; drop --vanilla")
+    if opts["n_prompts"] < 1:
+        raise UsageError("-p/--prompts must be at least 1")
+    if opts["best_of_max"] < 1:
+        raise UsageError("--best-of-max must be at least 1")
+    best_of = parse_best_of(opts["best_of"])
+    ms, gen, system = resolve_settings(opts)
+    data_path = resolve_data_path("hh", opts["data"])
+    items = load_suite("hh", data_path)[: opts["n_prompts"]]
+    prompts = []
+    for it in items:
+        msgs = [dict(m) for m in it.messages]
+        if system and not any(m["role"] == "system" for m in msgs):
+            msgs.insert(0, {"role": "system", "content": system})
+        prompts.append((it.id, msgs))
+
+    engine = load_engine(ms)
+    judge = load_engine(ms, ms.judge) if ms.judge else None
+    generator = Generator(engine, ms.chat_format, judge_engine=judge)
+    total = len(prompts) * (3 if best_of[0] else 2)
+    count = [0]
+
+    def on_answer(strategy: str, pid: str, wall: float) -> None:
+        count[0] += 1
+        stderr.print(f"[{count[0]}/{total}] {strategy} {pid}: {wall:.1f} s", markup=False, highlight=False, soft_wrap=True)
+
+    t0 = time.perf_counter()
+    with Interrupts() as interrupts:
+        result = run_bench(generator, prompts, gen, best_of=best_of, best_of_max=opts["best_of_max"],
+                           on_answer=on_answer, should_stop=lambda: interrupts.requested)
+    result = {
+        "model": engine.path.name,
+        "self_eval_model": judge.path.name if judge is not None else None,
+        "data": str(data_path),
+        "prompts": [pid for pid, _ in prompts],
+        "settings": {**{k: v for k, v in gen.as_dict().items() if k != "mode"}, "ctx_size": engine.n_ctx, "threads": engine.n_threads,
+                     "best_of": opts["best_of"], "best_of_max": opts["best_of_max"]},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "total_s": round(time.perf_counter() - t0, 3),
+        **result,
+    }
+    if opts["as_json"]:
+        click.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        click.echo(f"rainlocal bench: {engine.path.name}, {len(prompts)} prompts, max tokens "
+                   f"{gen.sampling.max_tokens}, seed {gen.sampling.seed}, T={gen.rain.T}, score {gen.rain.score}\n")
+        click.echo(render_text(result), nl=False)

@@ -1,0 +1,197 @@
+"""``rainlocal bench``: the cost of RAIN against KV-cached vanilla decoding, measured in one run.
+
+Method (also in the README, "Benchmarks"):
+
+* the same prompts (the first N of the HH dev split, or ``--data``), the same loaded engine, the same
+  ``Generator`` and stopping rule, seed and max tokens for every strategy;
+* strategies run one after another over all prompts: vanilla, RAIN, then best-of-N if asked (so the
+  process's peak memory after vanilla is vanilla's own);
+* before each strategy the engine's branches and logits cache are cleared and the self-evaluation's
+  fixed prompt prefix is decoded once, untimed (a long-running process pays it once per model), so
+  no strategy profits from another's cache;
+* per answer: wall time around the whole answer (prompt decode included), the engine's tokens
+  decoded by phase on every engine involved, the time and calls spent inside ``llama_decode`` of the
+  main contexts (embeddings excluded), and the strategy's own counters.
+
+Reported per strategy: answers, answer tokens, wall seconds, seconds per answer token, tokens
+decoded per answer token (by phase; the prompt phase is left out of "work"), the self-evaluation
+cache hit rate (RAIN: searches whose judged text was already scored; best-of-N: repeated samples),
+peak RSS; and the RAIN/vanilla (and best-of-N/vanilla) ratios of the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+from rainlocal.evals.bestofn import best_of_n, engines_of, run_answer, work_of
+from rainlocal.evals.runner import peak_rss_mb
+from rainlocal.generate import GenerationSettings, Generator
+
+METHOD = (
+    "same prompts, engine, Generator, stopping rule, seed and max tokens for every strategy; strategies run one "
+    "after another; before each, the engine cache is cleared and the self-evaluation prefix decoded untimed; "
+    "wall time per answer includes the prompt decode; tokens decoded are counted by the engine per phase "
+    "(work = all phases but the prompt); peak RSS is the process peak after the strategy (ru_maxrss)"
+)
+
+
+def _reset(generator: Generator, settings: GenerationSettings) -> None:
+    """Clear every engine's branches and logits cache, then decode the judge prefix untimed."""
+    from rainlocal.judge.self_eval import SelfEvaluator
+
+    for e in engines_of(generator):
+        reset = getattr(e, "reset", None)
+        if reset is not None:
+            reset()
+    ev = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective),
+                       [{"role": "user", "content": "Hello."}], mode=settings.rain.score)
+    ev.score("Hi")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 6) if a is not None and b else None
+
+
+def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    tokens = sum(r["answer_tokens"] for r in runs)
+    wall = sum(r["wall_s"] for r in runs)
+    phases: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["tokens_decoded"].items():
+            phases[k] = phases.get(k, 0) + int(v)
+    work = work_of(phases)
+    evals = sum(r.get("evaluations") or 0 for r in runs)
+    hits = sum(r.get("cache_hits") or 0 for r in runs)
+    decode_s = sum(r.get("decode_s", 0.0) for r in runs)
+    per_token = {k: _ratio(v, tokens) for k, v in sorted(phases.items()) if k != "prompt"}
+    per_token["total"] = _ratio(work, tokens)
+    stops: dict[str, int] = {}
+    for r in runs:
+        stops[r["stop_reason"]] = stops.get(r["stop_reason"], 0) + 1
+    return {
+        "answers": len(runs),
+        "answer_tokens": tokens,
+        "wall_s": round(wall, 4),
+        "s_per_answer_token": _ratio(wall, tokens),
+        "tokens_decoded": dict(sorted(phases.items())),
+        "work": work,
+        "tokens_decoded_per_answer_token": per_token,
+        "decode_s": round(decode_s, 4),
+        "decode_share": _ratio(decode_s, wall),
+        "decode_calls": sum(r.get("decode_calls", 0) for r in runs),
+        "evaluations": evals,
+        "eval_cache_hits": hits,
+        "eval_cache_hit_rate": _ratio(hits, evals + hits) if (evals + hits) else None,
+        "stop_reasons": stops,
+        "peak_rss_mb": None,
+        "per_answer": runs,
+    }
+
+
+def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]]]], settings: GenerationSettings, *,
+              best_of: tuple[bool, int | None] = (False, None), best_of_max: int = 32,
+              on_answer: Callable[[str, str, float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run every strategy over ``prompts`` ((id, messages) pairs) and return the bench result."""
+    strategies: dict[str, dict[str, Any]] = {}
+    order = ["vanilla", "rain"] + (["best-of-n"] if best_of[0] else [])
+    rain_work: dict[str, int] = {}
+    engines = engines_of(generator)
+
+    def decode_clock() -> tuple[float, int]:
+        return (sum(float(getattr(e, "decode_seconds", 0.0)) for e in engines),
+                sum(int(getattr(e, "decode_calls", 0)) for e in engines))
+
+    for name in order:
+        _reset(generator, settings)
+        runs = []
+        for pid, messages in prompts:
+            d0 = decode_clock()
+            t0 = time.perf_counter()
+            if name == "best-of-n":
+                fixed = best_of[1]
+                done = best_of_n(generator, messages, settings, n=fixed,
+                                 match_work=None if fixed is not None else max(1, rain_work.get(pid, 1)),
+                                 max_n=best_of_max, should_stop=should_stop)
+            else:
+                done = run_answer(generator, messages, replace(settings, mode=name), should_stop)
+            wall = time.perf_counter() - t0
+            d1 = decode_clock()
+            if done.stop_reason == "interrupted":
+                raise KeyboardInterrupt
+            st = done.stats
+            run = {
+                "id": pid,
+                "answer_tokens": len(done.tokens),
+                "wall_s": round(wall, 4),
+                "stop_reason": done.stop_reason,
+                "tokens_decoded": dict(st.get("tokens_decoded", {})),
+                "evaluations": st.get("evaluations"),
+                "cache_hits": st.get("cache_hits"),
+                "decode_s": round(d1[0] - d0[0], 4),
+                "decode_calls": d1[1] - d0[1],
+            }
+            for k in ("searches", "early_stops", "rewinds", "n"):
+                if k in st:
+                    run[k] = st[k]
+            run["work"] = work_of(run["tokens_decoded"])
+            if name == "rain":
+                rain_work[pid] = run["work"]
+            runs.append(run)
+            if on_answer:
+                on_answer(name, pid, wall)
+        summary = summarize_strategy(runs)
+        summary["peak_rss_mb"] = peak_rss_mb()
+        if name == "vanilla":
+            summary["evaluations"] = None
+            summary["eval_cache_hits"] = None
+        strategies[name] = summary
+    ratios: dict[str, dict[str, float | None]] = {}
+    va = strategies["vanilla"]
+    for name in order[1:]:
+        s = strategies[name]
+        ratios[f"{name}/vanilla"] = {
+            "wall": _ratio(s["wall_s"], va["wall_s"]),
+            "s_per_answer_token": _ratio(s["s_per_answer_token"], va["s_per_answer_token"]),
+            "tokens_decoded_per_answer_token": _ratio(s["tokens_decoded_per_answer_token"]["total"],
+                                                      va["tokens_decoded_per_answer_token"]["total"]),
+        }
+    return {"method": METHOD, "strategies": strategies, "ratios": ratios}
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """A plain table for the terminal."""
+    strategies = result["strategies"]
+    names = list(strategies)
+    label = {"vanilla": "vanilla", "rain": "RAIN", "best-of-n": "best-of-N"}
+
+    def fmt(x: Any) -> str:
+        if x is None:
+            return "-"
+        if isinstance(x, float):
+            return f"{x:.4g}"
+        return str(x)
+
+    rows = [("answers", "answers"), ("answer tokens", "answer_tokens"), ("wall s", "wall_s"),
+            ("s / answer token", "s_per_answer_token"), ("tokens decoded / answer token", None),
+            ("eval cache hit rate", "eval_cache_hit_rate"), ("llama_decode share of wall", "decode_share"),
+            ("llama_decode calls", "decode_calls"), ("peak RSS MB", "peak_rss_mb")]
+    phases = sorted({p for n in names for p in strategies[n]["tokens_decoded_per_answer_token"] if p != "total"})
+    table: list[list[str]] = [[""] + [label[n] for n in names]]
+    for title, key in rows:
+        if key is None:
+            table.append([title] + [fmt(strategies[n]["tokens_decoded_per_answer_token"]["total"]) for n in names])
+            for p in phases:
+                table.append([f"  {p}"] + [fmt(strategies[n]["tokens_decoded_per_answer_token"].get(p)) for n in names])
+        else:
+            table.append([title] + [fmt(strategies[n].get(key)) for n in names])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table]
+    for k, r in result["ratios"].items():
+        lines.append("")
+        lines.append(f"{k.replace('rain', 'RAIN').replace('best-of-n', 'best-of-N')}: wall x{fmt(r['wall'])}, "
+                     f"s per answer token x{fmt(r['s_per_answer_token'])}, "
+                     f"tokens decoded per answer token x{fmt(r['tokens_decoded_per_answer_token'])}")
+    return "\n".join(lines) + "\n"

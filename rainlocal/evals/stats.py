@@ -1,0 +1,83 @@
+"""Small statistics for eval reports: Wilson score intervals, paired win/loss/tie, a sign test."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k successes out of n with a Wilson score interval (all in [0, 1]; ``p`` is None when n == 0)."""
+
+    k: int
+    n: int
+    p: float | None
+    lo: float | None
+    hi: float | None
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "n": self.n, "rate": self.p, "ci95": [self.lo, self.hi] if self.n else None}
+
+
+def wilson(k: int, n: int, z: float = Z95) -> Rate:
+    """Wilson score interval for a binomial proportion (good at small n and rates near 0 or 1)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return Rate(0, 0, None, None, None)
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return Rate(k, n, p, lo, hi)
+
+
+def rate_of(values: Iterable[bool | None]) -> Rate:
+    """Rate of True among the decided values (None = undecided, left out)."""
+    vals = [v for v in values if v is not None]
+    return wilson(sum(1 for v in vals if v), len(vals))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired comparison of system B against system A on the same prompts."""
+
+    wins: int  # B good, A not
+    losses: int  # A good, B not
+    ties: int  # both good, both not, or either undecided
+    p_value: float  # two-sided exact sign test on wins vs losses
+
+    def as_dict(self) -> dict:
+        return {"wins": self.wins, "losses": self.losses, "ties": self.ties, "sign_test_p": self.p_value}
+
+
+def paired(a: Sequence[bool | None], b: Sequence[bool | None]) -> Paired:
+    """Win/loss/tie of ``b`` against ``a`` where True is the better outcome, item by item."""
+    if len(a) != len(b):
+        raise ValueError("paired comparison needs the same number of items on both sides")
+    wins = losses = ties = 0
+    for x, y in zip(a, b):
+        if x is None or y is None or x == y:
+            ties += 1
+        elif y:
+            wins += 1
+        else:
+            losses += 1
+    return Paired(wins, losses, ties, sign_test(wins, losses))
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial test of wins vs losses under p = 1/2 (1.0 when there are none)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)

@@ -1,0 +1,170 @@
+"""The three evaluation suites and their data files.
+
+``hh``          Anthropic HH-RLHF dialogues (JSONL: ``{"id", "messages": [...]}`` ending in a user turn);
+                judged for harmlessness and helpfulness.
+``advbench``    AdvBench harmful behaviours (CSV: ``id,goal,target``); attack success by refusal-string
+                matching (Zou et al. 2023) and by the judge. ``--attack-suffix`` appends a suffix.
+``truthfulqa``  TruthfulQA questions (CSV with ``Question``, ``Best Answer``, ``Correct Answers``,
+                ``Incorrect Answers``; answers ``;``-separated); judged truthful and informative.
+
+By default the development splits in ``../shared/data/`` are used, looked up relative to the current
+directory and to the rainlocal checkout; ``--data FILE`` takes any file in the same format.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rainlocal.errors import UsageError
+
+SUITES = ("hh", "advbench", "truthfulqa")
+
+#: Default file of each suite inside the shared data folder.
+DEFAULT_FILES = {"hh": "hh_harmless_dev.jsonl", "advbench": "advbench_dev.csv", "truthfulqa": "truthfulqa_dev.csv"}
+
+#: The RAIN profile (paper constants) and self-evaluation objective each suite runs with by default.
+SUITE_PROFILE = {"hh": "harmless", "advbench": "adversarial", "truthfulqa": "truthful"}
+
+SHARED_DATA = Path("..") / "shared" / "data"
+
+
+@dataclass
+class Item:
+    """One prompt of a suite: the conversation to answer plus whatever the judges need."""
+
+    id: str
+    messages: list[dict[str, str]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_text(self) -> str:
+        return self.messages[-1]["content"]
+
+
+def repo_root() -> Path:
+    """The folder holding the ``rainlocal`` package (the checkout's root for an editable install)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_data_path(suite: str, *, cwd: Path | None = None) -> Path:
+    """The suite's default file under ``../shared/data``; UsageError naming --data when it is absent."""
+    name = DEFAULT_FILES[suite]
+    bases = [cwd or Path.cwd(), repo_root()]
+    tried: list[str] = []
+    for base in bases:
+        path = (base / SHARED_DATA / name).resolve()
+        if str(path) in tried:
+            continue
+        tried.append(str(path))
+        if path.is_file():
+            return path
+    raise UsageError(
+        f"no data for suite {suite!r}: {SHARED_DATA / name} not found relative to the current directory "
+        f"or the rainlocal checkout; give the file with --data FILE"
+    )
+
+
+def resolve_data_path(suite: str, data: str | Path | None) -> Path:
+    if data is None:
+        return default_data_path(suite)
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--data: file not found: {path}")
+    return path.resolve()
+
+
+def load_suite(suite: str, path: Path, *, attack_suffix: str | None = None) -> list[Item]:
+    """Every item of ``path`` in file order; UsageError (with file and line) on malformed data."""
+    if suite not in SUITES:
+        raise UsageError(f"unknown suite {suite!r} (known: {', '.join(SUITES)})")
+    if attack_suffix and suite != "advbench":
+        raise UsageError("--attack-suffix applies to the advbench suite only")
+    try:
+        if suite == "hh":
+            items = _load_hh(path)
+        elif suite == "advbench":
+            items = _load_advbench(path, attack_suffix)
+        else:
+            items = _load_truthfulqa(path)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    if not items:
+        raise UsageError(f"{path} holds no {suite} items")
+    seen: set[str] = set()
+    for it in items:
+        if it.id in seen:
+            raise UsageError(f"{path}: duplicate id {it.id!r}")
+        seen.add(it.id)
+    return items
+
+
+def _load_hh(path: Path) -> list[Item]:
+    items: list[Item] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg}); the hh suite needs JSONL") from None
+            msgs = obj.get("messages") if isinstance(obj, dict) else None
+            if isinstance(obj, dict) and msgs is None and isinstance(obj.get("prompt"), str):
+                msgs = [{"role": "user", "content": obj["prompt"]}]
+            if (not isinstance(msgs, list) or not msgs
+                    or not all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                               and isinstance(m.get("content"), str) for m in msgs)):
+                raise UsageError(f'{path}:{lineno}: each line needs "messages": [{{"role", "content"}}, ...]')
+            if msgs[-1]["role"] != "user":
+                raise UsageError(f"{path}:{lineno}: the conversation must end with a user turn")
+            item_id = str(obj.get("id", f"hh-{lineno - 1:04d}"))
+            items.append(Item(id=item_id, messages=[{"role": m["role"], "content": m["content"]} for m in msgs]))
+    return items
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise UsageError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
+        return [(i, row) for i, row in enumerate(reader)]
+
+
+def _load_advbench(path: Path, suffix: str | None) -> list[Item]:
+    items = []
+    for i, row in _csv_rows(path, ("goal", "target")):
+        goal = (row.get("goal") or "").strip()
+        if not goal:
+            continue
+        prompt = f"{goal} {suffix.strip()}" if suffix and suffix.strip() else goal
+        items.append(Item(id=(row.get("id") or f"adv-{i:03d}").strip(), messages=[{"role": "user", "content": prompt}],
+                          extra={"goal": goal, "target": (row.get("target") or "").strip()}))
+    return items
+
+
+def _split_answers(text: str | None) -> list[str]:
+    return [a.strip() for a in (text or "").split(";") if a.strip()]
+
+
+def _load_truthfulqa(path: Path) -> list[Item]:
+    items = []
+    for i, row in _csv_rows(path, ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")):
+        q = (row.get("Question") or "").strip()
+        if not q:
+            continue
+        best = (row.get("Best Answer") or "").strip()
+        correct = _split_answers(row.get("Correct Answers"))
+        if best and best not in correct:
+            correct.insert(0, best)
+        items.append(Item(id=(row.get("id") or f"tqa-{i:03d}").strip(), messages=[{"role": "user", "content": q}],
+                          extra={"best": best, "correct": correct, "incorrect": _split_answers(row.get("Incorrect Answers")),
+                                 "category": (row.get("Category") or "").strip()}))
+    return items

@@ -1,0 +1,52 @@
+"""``rainlocal bench --json``: vanilla and RAIN timed in one run on the real SmolLM2-135M model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_bench_json_has_per_strategy_fields_and_ratios_from_the_same_run(model_path, rl_home, tmp_path):
+    data = tmp_path / "hh.jsonl"
+    data.write_text(json.dumps({"id": "b-1", "messages": [{"role": "user", "content": "Name a fruit."}]}) + "\n")
+    r = run_cli(["bench", "-m", str(model_path), "--data", str(data), "-p", "1", "-n", "4", "-T", "1",
+                 "--set", "min_searches=1", "--best-of", "2", "--json"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)  # one JSON object, nothing else on stdout
+    assert res["model"] == model_path.name and res["prompts"] == ["b-1"] and "method" in res
+    strategies = res["strategies"]
+    assert list(strategies) == ["vanilla", "rain", "best-of-n"]
+    for name, s in strategies.items():
+        for key in ("answers", "answer_tokens", "wall_s", "s_per_answer_token", "tokens_decoded",
+                    "tokens_decoded_per_answer_token", "eval_cache_hit_rate", "decode_share", "peak_rss_mb"):
+            assert key in s, (name, key)
+        assert s["answers"] == 1 and 0 < s["answer_tokens"] <= 4 and s["wall_s"] > 0
+        assert s["s_per_answer_token"] == pytest.approx(s["wall_s"] / s["answer_tokens"], rel=1e-3)
+        work = sum(v for k, v in s["tokens_decoded"].items() if k != "prompt")
+        assert s["tokens_decoded_per_answer_token"]["total"] == pytest.approx(work / s["answer_tokens"], rel=1e-3)
+        assert s["peak_rss_mb"] > 50
+    assert strategies["vanilla"]["eval_cache_hit_rate"] is None
+    assert strategies["rain"]["tokens_decoded"]["judge"] > 0
+    assert 0.0 <= strategies["rain"]["eval_cache_hit_rate"] <= 1.0
+    assert strategies["best-of-n"]["per_answer"][0]["n"] == 2
+    va, ra = strategies["vanilla"], strategies["rain"]
+    ratio = res["ratios"]["rain/vanilla"]
+    assert ratio["wall"] == pytest.approx(ra["wall_s"] / va["wall_s"], rel=1e-2)
+    assert ratio["s_per_answer_token"] == pytest.approx(ra["s_per_answer_token"] / va["s_per_answer_token"], rel=1e-2)
+    assert ratio["tokens_decoded_per_answer_token"] == pytest.approx(
+        ra["tokens_decoded_per_answer_token"]["total"] / va["tokens_decoded_per_answer_token"]["total"], rel=1e-2)
+    assert "best-of-n/vanilla" in res["ratios"]
+    from rainlocal.evals.bench import render_text
+
+    table = render_text(res)
+    assert "s / answer token" in table and "RAIN/vanilla: wall x" in table and "best-of-N/vanilla" in table
+
+
+def test_bench_usage_errors(model_path, rl_home, tmp_path):
+    r = run_cli(["bench", "-m", str(model_path), "-p", "0"], env_home=rl_home)
+    assert r.returncode == 2 and "--prompts" in r.stderr
+    r = run_cli(["bench", "-m", str(model_path), "--vanilla"], env_home=rl_home)
+    assert r.returncode == 2 and "--vanilla" in r.stderr
