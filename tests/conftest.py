@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from loopback_http import LoopbackServer, write_tiny_gguf
+
 
 def _model_path() -> Path:
     env = os.environ.get("RAINLOCAL_TEST_MODEL")
@@ -61,3 +63,17 @@ def run_cli(args: list[str], *, input: str | None = None, env_home: Path | None 
         input=input if input is not None else "",
         capture_output=True, text=True, env=env, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A loopback HTTP server (Range requests, a PEP 503 simple index) for download tests."""
+    s = LoopbackServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def gguf_bytes(tmp_path_factory) -> bytes:
+    """A tiny but valid GGUF file's bytes."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")

@@ -16,24 +16,14 @@ from rainlocal.errors import ConfigError, DownloadError, ModelError, UnknownMode
 from rainlocal.gguf_info import read_info, validate_gguf
 
 try:
-    from tests.loopback_http import LoopbackServer, pip_env, write_tiny_gguf
+    from tests.loopback_http import pip_env, write_tiny_gguf
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from loopback_http import LoopbackServer, pip_env, write_tiny_gguf
+    from loopback_http import pip_env
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_ALIASES = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m")
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = LoopbackServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def gguf_bytes(tmp_path_factory) -> bytes:
-    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 @pytest.fixture

@@ -17,22 +17,12 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.loopback_http import LoopbackServer, pip_env, write_tiny_gguf
+    from tests.loopback_http import pip_env, write_tiny_gguf
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from loopback_http import LoopbackServer, pip_env, write_tiny_gguf
+    from loopback_http import pip_env
 
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = LoopbackServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def gguf_bytes(tmp_path_factory) -> bytes:
-    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 @pytest.fixture

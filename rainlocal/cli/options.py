@@ -12,7 +12,7 @@ import click
 from rainlocal.config import load_user_config
 from rainlocal.errors import ConfigError, UsageError
 from rainlocal.generate import GenerationSettings
-from rainlocal.search.settings import PROFILE_OBJECTIVE, PROFILES, RainSettings, SamplingSettings, profile_settings
+from rainlocal.search.settings import PROFILE_OBJECTIVE, PROFILES, SamplingSettings, profile_settings
 
 
 def model_options(f: Callable) -> Callable:
