@@ -16,7 +16,7 @@ from rainlocal.errors import ConfigError, DownloadError, ModelError, UnknownMode
 from rainlocal.gguf_info import read_info, validate_gguf
 
 try:
-    from tests.loopback_http import pip_env, write_tiny_gguf
+    from tests.loopback_http import pip_env
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from loopback_http import pip_env
 

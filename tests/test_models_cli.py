@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.loopback_http import pip_env, write_tiny_gguf
+    from tests.loopback_http import pip_env
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from loopback_http import pip_env
 
