@@ -4,7 +4,6 @@ handle Ctrl-C the way users expect (first stops the answer, second exits 130).""
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -12,7 +11,6 @@ from typing import Iterator
 from rich.console import Console
 
 from rainlocal.cli.options import ModelSettings
-from rainlocal.errors import EXIT_INTERRUPTED
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -65,7 +63,3 @@ class Interrupts:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def exit_interrupted() -> None:
-    sys.exit(EXIT_INTERRUPTED)

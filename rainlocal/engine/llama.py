@@ -430,7 +430,6 @@ class LlamaEngine:
             raise EngineError(f"llama_decode failed with code {rc}: {_last_llama_error()}")
         self.decode_seconds += time.perf_counter() - t0
         self.decode_calls += 1
-        k = 0
         for i, (_tok, _pos, _sid, want, pi) in enumerate(chunk):
             if not want:
                 continue
@@ -442,7 +441,6 @@ class LlamaEngine:
             lp = logits - m
             lp -= np.log(np.exp(lp).sum())
             out[pi] = lp
-            k += 1
 
     # ------------------------------------------------------------------ embeddings
 
