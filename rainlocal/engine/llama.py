@@ -498,7 +498,10 @@ class LlamaEngine:
                 seqs += 1
                 i += 1
             b.n_tokens = n
+            t0 = time.perf_counter()
             rc = ll.llama_decode(ctx, b)
+            self.decode_seconds += time.perf_counter() - t0
+            self.decode_calls += 1
             if rc != 0:
                 raise EngineError(f"embedding decode failed with code {rc}")
             for s in range(seqs):
