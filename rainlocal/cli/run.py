@@ -22,6 +22,7 @@ from rainlocal.cli.options import generation_options, model_options, pass_option
 from rainlocal.engine.formats import build_messages
 from rainlocal.errors import EXIT_INTERRUPTED, UsageError
 from rainlocal.generate import Generator, GenerationSettings
+from rainlocal.jsonl import conversation, read_jsonl
 from rainlocal.ui.stream import stream_answer
 
 
@@ -108,34 +109,19 @@ def _record(done, generator: Generator, gen: GenerationSettings, ms) -> dict[str
 
 
 def _read_batch(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"input file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {path}: {e}") from None
     jobs: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or "id" not in obj or not ("prompt" in obj or "messages" in obj):
-            raise UsageError(f'{path}:{lineno}: each line needs "id" and "prompt" or "messages"')
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(obj, dict) or "id" not in obj:
+            raise UsageError(f'{where}: each line needs "id" and "prompt" or "messages"')
         key = str(obj["id"])
         if key in seen:
-            raise UsageError(f"{path}:{lineno}: duplicate id {key!r}")
+            raise UsageError(f"{where}: duplicate id {key!r}")
         seen.add(key)
-        messages = obj.get("messages")
-        if messages is not None and (
-            not isinstance(messages, list)
-            or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages)
-        ):
-            raise UsageError(f'{path}:{lineno}: "messages" must be a list of {{"role", "content"}} objects')
-        jobs.append({"id": key, "prompt": obj.get("prompt"), "messages": messages, "system": obj.get("system")})
+        messages = conversation(obj, where)  # validates "prompt" or "messages"
+        jobs.append({"id": key, "prompt": obj.get("prompt"), "system": obj.get("system"),
+                     "messages": messages if "messages" in obj else None})
     if not jobs:
         raise UsageError(f"{path} holds no prompts")
     return jobs

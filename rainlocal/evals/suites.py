@@ -14,12 +14,12 @@ directory and to the rainlocal checkout; ``--data FILE`` takes any file in the s
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rainlocal.errors import UsageError
+from rainlocal.jsonl import conversation, read_jsonl
 
 SUITES = ("hh", "advbench", "truthfulqa")
 
@@ -106,25 +106,11 @@ def load_suite(suite: str, path: Path, *, attack_suffix: str | None = None) -> l
 
 def _load_hh(path: Path) -> list[Item]:
     items: list[Item] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{lineno}: not valid JSON ({e.msg}); the hh suite needs JSONL") from None
-            msgs = obj.get("messages") if isinstance(obj, dict) else None
-            if isinstance(obj, dict) and msgs is None and isinstance(obj.get("prompt"), str):
-                msgs = [{"role": "user", "content": obj["prompt"]}]
-            if (not isinstance(msgs, list) or not msgs
-                    or not all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                               and isinstance(m.get("content"), str) for m in msgs)):
-                raise UsageError(f'{path}:{lineno}: each line needs "messages": [{{"role", "content"}}, ...]')
-            if msgs[-1]["role"] != "user":
-                raise UsageError(f"{path}:{lineno}: the conversation must end with a user turn")
-            item_id = str(obj.get("id", f"hh-{lineno - 1:04d}"))
-            items.append(Item(id=item_id, messages=[{"role": m["role"], "content": m["content"]} for m in msgs]))
+    for lineno, obj in read_jsonl(path):
+        msgs = conversation(obj, f"{path}:{lineno}")
+        if msgs[-1]["role"] != "user":
+            raise UsageError(f"{path}:{lineno}: the conversation must end with a user turn")
+        items.append(Item(id=str(obj.get("id", f"hh-{lineno - 1:04d}")), messages=msgs))
     return items
 
 
