@@ -102,6 +102,10 @@ class FakeEngine:
             rows.append(v / norm)
         return np.stack(rows).astype(np.float32)
 
+    def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """The text embedding of each suffix (the fake has no context to share)."""
+        return self.embed([self.detokenize(list(tokens)[s:]) for s in starts])
+
     # ---- helpers --------------------------------------------------------------------------------
     def next_logprobs(self, seq: tuple[int, ...]) -> np.ndarray:
         """The distribution after ``seq`` (does not count anything)."""

@@ -116,3 +116,13 @@ def test_requests_sharing_an_uncached_prefix_decode_it_once(engine):
     before = engine.counters["judge"]
     engine.logprobs([a, b], phase="judge")
     assert engine.counters["judge"] - before <= len(base) + 4
+
+
+def test_suffix_embeddings_come_from_one_pass(engine):
+    tokens = engine.tokenize(" I will not help with that. Please ask something else, like a recipe.")
+    before = engine.counters["embed"]
+    rows = engine.embed_suffixes(tokens, [0, 4, len(tokens) - 3])
+    assert engine.counters["embed"] - before == len(tokens)  # one decode for all three suffixes
+    assert rows.shape[0] == 3 and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-4)
+    whole = engine.embed([engine.detokenize(tokens)])[0]
+    assert float(rows[0] @ whole) > 0.999  # the whole-text suffix is the text's own embedding

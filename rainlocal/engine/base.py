@@ -51,3 +51,7 @@ class Engine(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One embedding row per text, unit length, from the same model (for similarity updates)."""
         ...
+
+    def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """One unit-length embedding row per start, of the text ``tokens[start:]`` (one pass)."""
+        ...

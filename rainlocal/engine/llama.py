@@ -447,55 +447,86 @@ class LlamaEngine:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled hidden states of each text from a second small context on the same weights,
         centred by the mean embedding of fixed texts and normalised to unit length."""
-        if self._centre is None:
-            raw = self._embed_raw(list(_CENTRING_TEXTS))
-            self._centre = raw.mean(axis=0)
         if not texts:
-            return np.zeros((0, len(self._centre)), dtype=np.float32)
-        raw = self._embed_raw(list(texts)) - self._centre
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        return (raw / np.maximum(norms, 1e-9)).astype(np.float32)
+            return np.zeros((0, self._n_embd_model()), dtype=np.float32)
+        states = self._token_states([self._embed_tokens(t) for t in texts])
+        return self._unit(np.stack([st.mean(axis=0) for st in states]))
 
-    def _embed_raw(self, texts: list[str]) -> np.ndarray:
+    def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """One embedding per start: the mean hidden state of ``tokens[start:]``, all from ONE pass.
+
+        RAIN embeds, for every node on a search path, the text from that node's start through the
+        rollout; those texts are suffixes of one another, so one decode serves them all (each
+        suffix's states are read in the context of the path before it)."""
+        toks = list(tokens)[-self._EMBED_MAX:]
+        cut = len(tokens) - len(toks)
+        if not toks:
+            raise ValueError("embed_suffixes needs at least one token")
+        states = self._token_states([toks])[0]
+        sums = np.cumsum(states[::-1], axis=0)[::-1]
+        rows = []
+        for s in starts:
+            i = min(max(int(s) - cut, 0), len(toks) - 1)
+            rows.append(sums[i] / (len(toks) - i))
+        return self._unit(np.stack(rows))
+
+    _EMBED_MAX = 512  # tokens per embedded text (texts are a node's set plus a rollout: short)
+
+    def _embed_tokens(self, text: str) -> list[int]:
+        return self.tokenize(text or " ")[: self._EMBED_MAX] or [self.eos_token or 0]
+
+    def _n_embd_model(self) -> int:
+        return int(self._ll.llama_model_n_embd(self.model))
+
+    def _unit(self, raw: np.ndarray) -> np.ndarray:
+        """Centre by the mean embedding of fixed texts, then normalise rows to unit length."""
+        if self._centre is None:
+            states = self._token_states([self._embed_tokens(t) for t in _CENTRING_TEXTS])
+            self._centre = np.stack([st.mean(axis=0) for st in states]).mean(axis=0)
+        centred = raw - self._centre
+        norms = np.linalg.norm(centred, axis=1, keepdims=True)
+        return (centred / np.maximum(norms, 1e-9)).astype(np.float32)
+
+    def _token_states(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        """Per-token hidden states (before the output layer) of each token list, decoded on their own
+        in a separate embedding context (never disturbing the branches of the main context)."""
         ll = self._ll
+        cap = 2048
         if self._embed_ctx is None:
             cp = ll.llama_context_default_params()
-            cp.n_ctx = 2048
-            cp.n_batch = 2048
-            cp.n_ubatch = 2048
+            cp.n_ctx = cap
+            cp.n_batch = cap
+            cp.n_ubatch = cap
             cp.n_seq_max = 64
             cp.kv_unified = True
             cp.embeddings = True
-            cp.pooling_type = ll.LLAMA_POOLING_TYPE_MEAN
+            cp.pooling_type = ll.LLAMA_POOLING_TYPE_NONE
             cp.n_threads = self.n_threads
             cp.n_threads_batch = self.n_threads
             self._embed_ctx = ll.llama_init_from_model(self.model, cp)
             if not self._embed_ctx:
                 raise EngineError("cannot create the embedding context")
-            self._embed_batch = ll.llama_batch_init(2048, 0, 1)
-            self._n_embd = int(ll.llama_model_n_embd(self.model))
+            self._embed_batch = ll.llama_batch_init(cap, 0, 1)
+            self._n_embd = self._n_embd_model()
         ctx, b = self._embed_ctx, self._embed_batch
         mem = ll.llama_get_memory(ctx)
-        rows: list[np.ndarray] = []
+        out: list[np.ndarray] = []
         i = 0
-        while i < len(texts):
-            # Pack as many texts as fit into one batch, one sequence each.
+        while i < len(seqs):
+            # Pack as many token lists as fit into one batch, one sequence each.
             ll.llama_memory_clear(mem, True)
             n = 0
-            seqs = 0
-            while i < len(texts) and seqs < 64:
-                toks = self.tokenize(texts[i] or " ")[:256] or [self.eos_token or 0]
-                if n + len(toks) > 2048:
-                    break
-                for j, t in enumerate(toks):
+            lengths: list[int] = []
+            while i < len(seqs) and len(lengths) < 64 and n + len(seqs[i]) <= cap:
+                for j, t in enumerate(seqs[i]):
                     b.token[n] = t
                     b.pos[n] = j
                     b.n_seq_id[n] = 1
-                    b.seq_id[n][0] = seqs
+                    b.seq_id[n][0] = len(lengths)
                     b.logits[n] = 1
                     n += 1
-                self.counters["embed"] += len(toks)
-                seqs += 1
+                self.counters["embed"] += len(seqs[i])
+                lengths.append(len(seqs[i]))
                 i += 1
             b.n_tokens = n
             t0 = time.perf_counter()
@@ -504,12 +535,15 @@ class LlamaEngine:
             self.decode_calls += 1
             if rc != 0:
                 raise EngineError(f"embedding decode failed with code {rc}")
-            for s in range(seqs):
-                ptr = ll.llama_get_embeddings_seq(ctx, s)
-                if not ptr:
-                    raise EngineError("llama.cpp returned no pooled embedding")
-                rows.append(np.ctypeslib.as_array(ptr, shape=(self._n_embd,)).astype(np.float32))
-        return np.stack(rows)
+            ptr = ll.llama_get_embeddings(ctx)
+            if not ptr:
+                raise EngineError("llama.cpp returned no token embeddings")
+            states = np.ctypeslib.as_array(ptr, shape=(n, self._n_embd)).astype(np.float32)
+            offset = 0
+            for length in lengths:
+                out.append(states[offset : offset + length])
+                offset += length
+        return out
 
     # ------------------------------------------------------------------ lifetime
 

@@ -81,7 +81,7 @@ class RainSearch:
         self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
         self.root = Node(depth=-1)
         self.cache: dict[str, float] = {}
-        self._emb_cache: dict[str, np.ndarray] = {}  # text -> embedding (the same text embeds the same)
+        self._emb_cache: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # tokens -> start -> embedding
         self.embeddings = 0
         self.searches = 0
         self.evaluations = 0
@@ -174,23 +174,30 @@ class RainSearch:
         return leaf
 
     def _embeddings(self, path: list[Node], kept: list[int], roll: list[int]) -> list[np.ndarray | None]:
-        """Embedding, per non-root path node, of the text from that node's start through the rollout."""
-        texts: list[str] = []
+        """Embedding, per non-root path node, of the text from that node's start through the rollout.
+
+        These texts are suffixes of one token list, so the engine embeds them all in one pass."""
+        tokens = kept + roll
+        starts: list[int | None] = []
         offset = 0
         for node in path[1:]:
-            texts.append(self.engine.detokenize(kept[offset:] + roll) if offset < len(kept) or roll else "")
+            start = min(offset, len(kept))
+            starts.append(start if start < len(tokens) else None)
             offset += len(node.tokens)
+        valid = [s for s in starts if s is not None]
+        if not valid:
+            return [None] * len(starts)
+        key = tuple(tokens)
         if len(self._emb_cache) > 20000:
             self._emb_cache.clear()
-        out: list[np.ndarray | None] = [self._emb_cache.get(t) if t else None for t in texts]
-        missing = list(dict.fromkeys(t for t, e in zip(texts, out) if t and e is None))
+        cached = self._emb_cache.get(key)
+        missing = [s for s in dict.fromkeys(valid) if cached is None or s not in cached]
         if missing:
-            rows = self.engine.embed(missing)
-            for t, row in zip(missing, rows):
-                self._emb_cache[t] = np.asarray(row, dtype=np.float64)
-            out = [self._emb_cache.get(t) if t else None for t in texts]
-        self.embeddings += len(missing)
-        return out
+            rows = self.engine.embed_suffixes(tokens, missing)
+            cached = {**(cached or {}), **{s: np.asarray(r, dtype=np.float64) for s, r in zip(missing, rows)}}
+            self._emb_cache[key] = cached
+            self.embeddings += len(missing)
+        return [cached[s] if s is not None else None for s in starts]
 
     # ---- the outer loop -------------------------------------------------------------------------
     def ready_to_commit(self) -> bool:
