@@ -180,8 +180,8 @@ class ChatSession:
             collected = {"text": "", "tokens": []}
             done: Done | None = None
             log = sys.stderr if self.verbose else None
-            try:
-                with Interrupts() as interrupts:
+            with Interrupts() as interrupts:
+                try:
                     for ev in self.generator.stream(messages, gen, should_stop=lambda: interrupts.requested):
                         if isinstance(ev, Commit):
                             collected["text"] += ev.text
@@ -194,14 +194,16 @@ class ChatSession:
                             log.flush()
                         elif isinstance(ev, Done):
                             done = ev
-            except KeyboardInterrupt:
-                done = Done(tokens=collected["tokens"], text=collected["text"], stop_reason="interrupted")
-                self._save(user, done, self.settings_dict(gen), False)
-                raise
-            assert done is not None
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-            self._save(user, done, self.settings_dict(gen), False)
+                except KeyboardInterrupt:
+                    done = Done(tokens=collected["tokens"], text=collected["text"], stop_reason="interrupted")
+                    with interrupts.shielded():
+                        self._save(user, done, self.settings_dict(gen), False)
+                    raise
+                assert done is not None
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                with interrupts.shielded():
+                    self._save(user, done, self.settings_dict(gen), False)
             self.last = done
             if done.stop_reason == "interrupted":
                 stderr.print("(interrupted)", markup=False)
@@ -254,19 +256,21 @@ class ChatSession:
         user, context, gen = self._request(text, regen)
         messages = build_messages(user, self.conv.system, context)
         settings = self.settings_dict(gen)
-        try:
-            with Interrupts() as interrupts:
+        with Interrupts() as interrupts:
+            try:
                 done = view.reply(
                     self._logged(self.generator.stream(messages, gen, should_stop=lambda: interrupts.requested)),
                     stopping=lambda: interrupts.requested, searching=gen.mode == "rain",
                 )
-        except KeyboardInterrupt:
-            st = view.state
-            partial = Done(tokens=[], text=st.text if st else "", stop_reason="interrupted")
-            view.partial(partial.text)
-            self._save(user, partial, settings, regen)
-            raise
-        self._save(user, done, settings, regen)
+            except KeyboardInterrupt:
+                st = view.state
+                partial = Done(tokens=[], text=st.text if st else "", stop_reason="interrupted")
+                view.partial(partial.text)
+                with interrupts.shielded():
+                    self._save(user, partial, settings, regen)
+                raise
+            with interrupts.shielded():  # a second Ctrl-C now exits 130 after the turn is saved
+                self._save(user, done, settings, regen)
         self.last, self.last_settings = done, settings
         return done
 

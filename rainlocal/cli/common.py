@@ -42,6 +42,8 @@ class Interrupts:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._previous = None
+        self._held = False
+        self._pending = False
 
     @property
     def requested(self) -> bool:
@@ -52,8 +54,23 @@ class Interrupts:
 
     def _handler(self, signum, frame) -> None:  # noqa: ANN001
         if self._event.is_set():
+            if self._held:
+                self._pending = True  # raised when the shielded save is done
+                return
             raise KeyboardInterrupt
         self._event.set()
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Finish saving work first: a second Ctrl-C inside takes effect when the block ends."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            if self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
