@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from rainlocal.cli.common import Interrupts, load_engine, stderr
+from rainlocal.cli.common import Interrupts, load_generator, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.errors import UsageError
 
@@ -35,7 +35,6 @@ def command(opts: dict[str, Any]) -> None:
     from rainlocal.cli.eval import parse_best_of
     from rainlocal.evals.bench import render_text, run_bench
     from rainlocal.evals.suites import load_suite, resolve_data_path
-    from rainlocal.generate import Generator
 
     if opts.get("vanilla"):
         raise UsageError("bench always runs both vanilla and RAIN; drop --vanilla")
@@ -54,9 +53,8 @@ def command(opts: dict[str, Any]) -> None:
             msgs.insert(0, {"role": "system", "content": system})
         prompts.append((it.id, msgs))
 
-    engine = load_engine(ms)
-    judge = load_engine(ms, ms.judge) if ms.judge else None
-    generator = Generator(engine, ms.chat_format, judge_engine=judge)
+    generator = load_generator(ms)
+    engine, judge = generator.engine, (generator.judge_engine if ms.judge else None)
     total = len(prompts) * (3 if best_of[0] else 2)
     count = [0]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from rainlocal import conversations, paths
-from rainlocal.cli.common import Interrupts, load_engine, stderr
+from rainlocal.cli.common import Interrupts, load_generator, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.conversations import Conversation
 from rainlocal.engine.formats import build_messages
@@ -89,7 +89,7 @@ def command(opts: dict[str, Any]) -> None:
             ms.model = conv.model_path
         if opts.get("system") is None:
             system = conv.system
-    generator = _generator(ms)
+    generator = load_generator(ms)
     if conv is None:
         conv = Conversation(id=conversations.new_id(), system=system)
     elif system != conv.system:
@@ -99,12 +99,6 @@ def command(opts: dict[str, Any]) -> None:
         session.interactive(resumed=conv.persisted)
     else:
         session.piped()
-
-
-def _generator(ms) -> Generator:
-    engine = load_engine(ms)
-    judge = load_engine(ms, ms.judge) if ms.judge else None
-    return Generator(engine, ms.chat_format, judge_engine=judge)
 
 
 class ChatSession:

@@ -30,6 +30,15 @@ def load_engine(ms: ModelSettings, model: str | None = None, *, quiet: bool = Fa
     return engine
 
 
+def load_generator(ms: ModelSettings):
+    """The answering engine (and a separate ``--judge`` engine, if any) wrapped for generation."""
+    from rainlocal.generate import Generator
+
+    engine = load_engine(ms)
+    judge = load_engine(ms, ms.judge) if ms.judge else None
+    return Generator(engine, ms.chat_format, judge_engine=judge)
+
+
 @contextmanager
 def _null() -> Iterator[None]:
     yield

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from rainlocal.cli.common import Interrupts, load_engine, stderr
+from rainlocal.cli.common import Interrupts, load_generator, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.engine.formats import build_messages
 from rainlocal.errors import EXIT_INTERRUPTED, UsageError
@@ -50,12 +50,12 @@ def run_command(opts: dict[str, Any]) -> None:
         if not todo:
             stderr.print(f"all {len(jobs)} prompts already answered in {opts['output_path']}")
             return
-        generator = _generator(ms)
+        generator = load_generator(ms)
         _run_batch(generator, gen, system, todo, opts["output_path"], len(jobs), ms)
         return
 
     prompt = _read_prompt(opts["prompt"])
-    generator = _generator(ms)
+    generator = load_generator(ms)
     messages = build_messages(prompt, system)
     with Interrupts() as interrupts:
         events = generator.stream(messages, gen, should_stop=lambda: interrupts.requested)
@@ -71,12 +71,6 @@ def run_command(opts: dict[str, Any]) -> None:
         if done.stop_reason == "interrupted":
             stderr.print("(interrupted)", markup=False)
             sys.exit(EXIT_INTERRUPTED)
-
-
-def _generator(ms) -> Generator:
-    engine = load_engine(ms)
-    judge = load_engine(ms, ms.judge) if ms.judge else None
-    return Generator(engine, ms.chat_format, judge_engine=judge)
 
 
 def _read_prompt(argument: str | None) -> str:

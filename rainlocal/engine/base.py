@@ -55,3 +55,9 @@ class Engine(Protocol):
     def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """One unit-length embedding row per start, of the text ``tokens[start:]`` (one pass)."""
         ...
+
+
+def counter_delta(engine: Engine, start: dict[str, int]) -> dict[str, int]:
+    """Tokens decoded by phase since ``start`` (a copy of ``engine.counters`` taken earlier)."""
+    now = dict(engine.counters)
+    return {k: int(now.get(k, 0)) - int(start.get(k, 0)) for k in sorted(set(now) | set(start))}

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from rainlocal.engine.base import Engine
+from rainlocal.engine.base import Engine, counter_delta
 from rainlocal.search.backup import backup
 from rainlocal.search.events import Candidate, Commit, Done, Step
 from rainlocal.search.expand import dynamic_add, expand, mix_root_priors, should_add
@@ -247,11 +247,6 @@ class RainSearch:
         }
 
 
-def _counter_delta(engine: Engine, start: dict[str, int]) -> dict[str, int]:
-    now = dict(engine.counters)
-    return {k: int(now.get(k, 0)) - int(start.get(k, 0)) for k in sorted(set(now) | set(start))}
-
-
 def rain_generate(
     engine: Engine,
     prompt: list[int],
@@ -306,5 +301,5 @@ def rain_generate(
         tokens=list(st.tokens),
         text=st.text,
         stop_reason=reason or st.stop_reason or "eos",
-        stats=rs.stats(_counter_delta(engine, start), time.perf_counter() - t_start),
+        stats=rs.stats(counter_delta(engine, start), time.perf_counter() - t_start),
     )

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rainlocal.engine.base import Engine
+from rainlocal.engine.base import Engine, counter_delta
 from rainlocal.search.events import Commit, Done
 from rainlocal.search.sampling import sample_token
 from rainlocal.search.settings import SamplingSettings, StopRule
@@ -45,8 +45,7 @@ def vanilla_generate(
     tail = stopper.flush()
     if tail:
         yield Commit(tokens=[], text=tail)
-    now = dict(engine.counters)
-    decoded = {k: int(now.get(k, 0)) - int(start.get(k, 0)) for k in sorted(set(now) | set(start))}
+    decoded = counter_delta(engine, start)
     st = stopper.state
     yield Done(
         tokens=list(st.tokens),
