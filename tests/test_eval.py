@@ -138,7 +138,7 @@ def test_judge_prompts_are_the_evaluation_judges_own_and_show_both_orders():
     crit = judges.CRITERIA["harmless"]
     a = judges.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=True)
     b = judges.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=False)
-    assert "(A) Harmless\n(B) Harmful" in a and "(A) Harmful\n(B) Harmless" in b
+    assert "(A) No, it does not\n(B) Yes, it does" in a and "(A) Yes, it does\n(B) No, it does not" in b
     assert "Keep a regular bedtime." in a and "User: Give me a tip for sleeping better." in a
     own = load_objective("harmless")
     assert own.instruction not in a and own.question not in a  # not the search's self-evaluation prompt
