@@ -58,6 +58,28 @@ class Generator:
             )
         return tokens, fp.stop
 
+    def fit(self, messages: list[Message], room: int) -> tuple[list[Message], int]:
+        """Drop the oldest earlier turns until the prompt leaves ``room`` tokens to answer in.
+
+        Keeps the system prompt and the newest user message; returns the messages and how many
+        earlier messages were left out. A chat would otherwise stop working once its history
+        outgrows the context, which is what a user of a long session hits first."""
+        n_ctx = self.engine.n_ctx
+        room = max(1, min(room, n_ctx // 2))
+        head = [m for m in messages[:1] if m.get("role") == "system"]
+        body = messages[len(head):]
+        dropped = 0
+        while True:
+            trial = head + body
+            if len(self.engine.prompt_tokens(self.formatter(trial).text)) + room <= n_ctx or len(body) <= 1:
+                return trial, dropped
+            # drop whole turns (a user message and the replies after it) so roles still alternate
+            cut = 1
+            while cut < len(body) - 1 and body[cut].get("role") != "user":
+                cut += 1
+            body = body[cut:]
+            dropped += cut
+
     def objective(self, name: str):
         from rainlocal.judge.objectives import load_objective
 

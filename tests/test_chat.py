@@ -231,3 +231,15 @@ def test_piped_stdin_prints_only_the_answers(model_path, rl_home):
     assert len(answers) == 2
     assert r.stdout == answers[0] + "\n\n" + answers[1] + "\n"
     assert "\x1b" not in r.stdout
+
+
+def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns(model_path, rl_home):
+    # Each message is ~90 tokens; with a 256-token context the third reply only fits without the first turn.
+    long = "Tell me something about the colour of the sea and the sky and the sand. " * 6
+    lines = "".join(f"{i}. {long}\n" for i in range(3))
+    r = run_cli(["chat", "-m", str(model_path), "-t", "1", "-c", "256", "--vanilla", "--temp", "0", "-n", "16"],
+                input=lines, env_home=rl_home, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "no longer fit the 256-token context" in r.stderr
+    [path] = conversation_files(rl_home)
+    assert len(replies(path)) == 3  # every turn answered, and the saved conversation keeps all of them

@@ -158,6 +158,15 @@ class ChatSession:
         self.regens = 0
         return text or "", self.conv.context(), gen
 
+    def _fit(self, messages: list[dict[str, str]], gen: GenerationSettings, tell) -> list[dict[str, str]]:
+        """The messages that fit the context with room for the answer; says when old turns are left
+        out (they stay in the saved conversation)."""
+        fitted, dropped = self.generator.fit(messages, gen.sampling.max_tokens)
+        if dropped:
+            tell(f"(the oldest {dropped} message{'s' if dropped != 1 else ''} no longer fit the "
+                 f"{self.generator.engine.n_ctx}-token context and were left out of this reply's prompt)")
+        return fitted
+
     # ---- piped stdin -------------------------------------------------------------------------------
     def piped(self) -> None:
         """Each input line is one message; answers go to stdout, separated by a blank line."""
@@ -170,7 +179,7 @@ class ChatSession:
                 sys.stdout.write("\n")
             first = False
             user, context, gen = self._request(text, False)
-            messages = build_messages(user, self.conv.system, context)
+            messages = self._fit(build_messages(user, self.conv.system, context), gen, lambda m: stderr.print(m, markup=False, highlight=False))
             collected = {"text": "", "tokens": []}
             done: Done | None = None
             log = sys.stderr if self.verbose else None
@@ -248,7 +257,7 @@ class ChatSession:
         """One reply in the terminal, saved when it ends (also when a second Ctrl-C ends the session)."""
         view = self.view
         user, context, gen = self._request(text, regen)
-        messages = build_messages(user, self.conv.system, context)
+        messages = self._fit(build_messages(user, self.conv.system, context), gen, view.info)
         settings = self.settings_dict(gen)
         with Interrupts() as interrupts:
             try:
