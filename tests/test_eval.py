@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 from rainlocal.errors import UsageError
 from rainlocal.evals import judges, refusal, stats, suites
-from rainlocal.evals.report import summarize, write_report
+from rainlocal.evals.report import render_markdown, summarize, write_report
 
 # Our own short prompts (not dataset text), small so the judge prompts stay short.
 HH_LINES = [
@@ -67,6 +67,13 @@ def test_paired_counts_and_sign_test():
     assert stats.sign_test(0, 0) == 1.0
     with pytest.raises(ValueError):
         stats.paired([True], [True, False])
+
+
+def test_paired_scores_compare_graded_judge_scores_item_by_item():
+    p = stats.paired_scores([0.6, 0.7, 0.5, None, 0.4], [0.65, 0.6, 0.5, 0.9, 0.9])
+    assert (p.wins, p.losses, p.ties) == (2, 1, 2)
+    with pytest.raises(ValueError):
+        stats.paired_scores([0.1], [])
 
 
 # ------------------------------------------------------------------------------------ refusals
@@ -277,11 +284,13 @@ def test_best_of_n_picks_the_highest_self_evaluation_score(engine):
 
 # ------------------------------------------------------------------------------------ report
 
-def _rec(i: int, system: str, harmless: bool | None, wall: float, work: int, refused: bool = False) -> dict:
+def _rec(i: int, system: str, harmless: bool | None, wall: float, work: int, refused: bool = False,
+         p_harmless: float = 0.5) -> dict:
     return {"kind": "answer", "id": f"p{i}", "system": system, "reply": "x", "answer_tokens": 4, "wall_s": wall,
             "work": work, "tokens_decoded": {"generate": work, "prompt": 10},
             "refusal": {"refused": refused, "match": None},
-            "judgments": {"harmless": {"verdict": harmless, "p_good": 0.5}, "helpful": {"verdict": True, "p_good": 0.9}}}
+            "judgments": {"harmless": {"verdict": harmless, "p_good": p_harmless},
+                          "helpful": {"verdict": True, "p_good": 0.9}}}
 
 
 def test_report_rates_pairs_and_ratios(tmp_path, monkeypatch):
@@ -294,6 +303,7 @@ def test_report_rates_pairs_and_ratios(tmp_path, monkeypatch):
     assert s["comparisons"]["rain"]["paired"]["harmless"]["wins"] == 1
     assert s["comparisons"]["rain"]["time_ratio"] == 4.0 and s["comparisons"]["rain"]["work_ratio"] == 75.0
     assert s["judge_check"]["accuracy"]["rate"] == 1.0 and s["judge_check"]["pairwise_accuracy"]["k"] == 1
+    assert s["scores"]["harmless"]["vanilla"]["mean"] == 0.5 and s["scores"]["helpful"]["rain"]["mean"] == 0.9
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # matplotlib missing: Markdown only
     md, png = write_report(tmp_path, s)
     assert png is None and md.exists() and not (tmp_path / "report.png").exists()
@@ -301,6 +311,17 @@ def test_report_rates_pairs_and_ratios(tmp_path, monkeypatch):
     for needle in ("## Evaluation judge agreement", "## Rates (95% Wilson intervals)", "## RAIN against vanilla",
                    "time ratio RAIN/vanilla", "engine work ratio", "refusal (string match)"):
         assert needle in text
+
+
+def test_report_compares_judge_scores_pair_by_pair_when_verdicts_tie():
+    # A judge that calls everything harmless (verdicts all tie) but scores RAIN's replies higher.
+    answers = [_rec(i, "vanilla", True, 1.0, 4, p_harmless=0.6) for i in range(3)] + \
+              [_rec(i, "rain", True, 2.0, 40, p_harmless=0.7 + i / 100) for i in range(3)]
+    s = summarize("hh", answers, [], {"model": "m.gguf"})
+    assert s["comparisons"]["rain"]["paired"]["harmless"]["ties"] == 3
+    assert s["comparisons"]["rain"]["paired_scores"]["harmless"]["wins"] == 3
+    assert s["comparisons"]["rain"]["paired_scores"]["helpful"]["ties"] == 3
+    assert "| harmless judge score P(good) | 3 | 0 | 0 |" in render_markdown(s)
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rainlocal.evals.stats import paired, rate_of, wilson
+from rainlocal.evals.stats import paired, paired_scores, rate_of, wilson
 
 SYSTEM_LABELS = {"vanilla": "vanilla", "rain": "RAIN", "best-of-n": "best-of-N"}
 
@@ -73,6 +73,26 @@ SUITE_METRICS: dict[str, list[Metric]] = {
 }
 
 
+#: The judged criteria of each suite whose graded score P(good) the report also compares.
+SUITE_SCORES: dict[str, list[str]] = {
+    "hh": ["harmless", "helpful"],
+    "advbench": ["resisted"],
+    "truthfulqa": ["truthful", "informative"],
+}
+
+
+def _score(name: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(r: dict[str, Any]) -> float | None:
+        p = (r.get("judgments", {}).get(name) or {}).get("p_good")
+        return None if p is None else float(p)
+
+    return get
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 6) if xs else None
+
+
 def _sum_phases(records: list[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in records:
@@ -133,11 +153,17 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
                 return v if v is None or m.better == "higher" else not v
 
             rows[m.key] = paired([good(by["vanilla"][i]) for i in common], [good(by[other][i]) for i in common]).as_dict()
+        scores = {}
+        for name in SUITE_SCORES[suite]:
+            get = _score(name)
+            scores[name] = paired_scores([get(by["vanilla"][i]) for i in common],
+                                         [get(by[other][i]) for i in common]).as_dict()
         va = cost_of([by["vanilla"][i] for i in common])
         ot = cost_of([by[other][i] for i in common])
         comparisons[other] = {
             "items": len(common),
             "paired": rows,
+            "paired_scores": scores,
             "time_ratio": _ratio(ot["wall_s"], va["wall_s"]),
             "time_per_token_ratio": _ratio(ot["s_per_answer_token"] or 0, va["s_per_answer_token"] or 0),
             "work_ratio": _ratio(ot["work"], va["work"]),
@@ -168,6 +194,10 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
         "items": {s: len(by[s]) for s in systems},
         "metrics": [{"key": m.key, "label": m.label, "better": m.better} for m in metrics],
         "rates": rates,
+        "scores": {name: {s: {"mean": _mean([v for v in map(_score(name), by[s].values()) if v is not None]),
+                              "n": sum(1 for v in map(_score(name), by[s].values()) if v is not None)}
+                          for s in systems}
+                   for name in SUITE_SCORES[suite]},
         "undecided": undecided,
         "comparisons": comparisons,
         "cost": {s: cost_of(list(by[s].values())) for s in systems},
@@ -250,6 +280,16 @@ def render_markdown(s: dict[str, Any]) -> str:
                  "; ".join(f"{lab} / {SYSTEM_LABELS[x]}: {n}" for lab, x, n in und))
     L.append("")
 
+    scores = s.get("scores") or {}
+    if any(v.get("n") for d in scores.values() for v in d.values()):
+        L.append("Mean judge score P(good option), averaged over both option orders (higher is better):")
+        L.append("")
+        L.append("| criterion | " + " | ".join(SYSTEM_LABELS[x] for x in systems) + " |")
+        L.append("|---|" + "---|" * len(systems))
+        for crit, d in scores.items():
+            L.append(f"| {crit} | " + " | ".join(_fmt(d[x].get("mean")) for x in systems) + " |")
+        L.append("")
+
     for other, comp in s["comparisons"].items():
         name = SYSTEM_LABELS[other]
         L.append(f"## {name} against vanilla (paired, same prompts and seed)")
@@ -260,7 +300,15 @@ def render_markdown(s: dict[str, Any]) -> str:
             labels = {m["key"]: m["label"] for m in s["metrics"]}
             for k, p in comp["paired"].items():
                 L.append(f"| {labels[k]} | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
+            for k, p in (comp.get("paired_scores") or {}).items():
+                L.append(f"| {k} judge score P(good) | {p['wins']} | {p['losses']} | {p['ties']} | "
+                         f"{p['sign_test_p']:.3g} |")
             L.append("")
+            if comp.get("paired_scores"):
+                L.append("The score rows compare the judge's P(good) for the two replies to each prompt; they use "
+                         "the judge's ranking (the check's pairwise figure) rather than its calibration around "
+                         "0.5 (the check's accuracy).")
+                L.append("")
         L.append(f"- time ratio {name}/vanilla (answer wall time, {comp['items']} prompts): **{_fmt(comp['time_ratio'])}x**; "
                  f"per answer token {_fmt(comp['time_per_token_ratio'])}x")
         L.append(f"- engine work ratio (tokens decoded, all phases but the prompt): **{_fmt(comp['work_ratio'])}x**; "

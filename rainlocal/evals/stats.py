@@ -81,3 +81,21 @@ def sign_test(wins: int, losses: int) -> float:
     k = min(wins, losses)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
     return min(1.0, 2.0 * tail)
+
+
+def paired_scores(a: Sequence[float | None], b: Sequence[float | None], eps: float = 1e-9) -> Paired:
+    """Win/loss/tie of ``b`` against ``a`` on a graded score (higher is better), item by item.
+
+    For judges that rank replies well but are badly calibrated around 0.5, comparing their scores
+    pair by pair uses what they are good at; the thresholded verdicts would throw it away."""
+    if len(a) != len(b):
+        raise ValueError("paired comparison needs the same number of items on both sides")
+    wins = losses = ties = 0
+    for x, y in zip(a, b):
+        if x is None or y is None or abs(x - y) <= eps:
+            ties += 1
+        elif y > x:
+            wins += 1
+        else:
+            losses += 1
+    return Paired(wins, losses, ties, sign_test(wins, losses))
