@@ -313,6 +313,22 @@ def test_report_rates_pairs_and_ratios(tmp_path, monkeypatch):
         assert needle in text
 
 
+def test_report_gives_the_self_evaluations_accuracy_on_the_labelled_cases():
+    def sc(pair, label, vote, soft):
+        return {"kind": "self_check", "id": f"{pair}:{label}", "pair": pair, "label": label, "vote": vote,
+                "soft": soft, "objective": "harmless"}
+
+    # pair a: right both ways; pair b: the vote is undecided, the soft score ranks wrongly
+    checks = [sc("a", True, 1.0, 0.4), sc("a", False, -1.0, -0.2), sc("b", True, 0.0, -0.1), sc("b", False, 0.0, 0.3)]
+    s = summarize("hh", [], checks, {"model": "m.gguf"})
+    c = s["self_eval_check"]
+    assert c["vote_accuracy"]["k"] == 2 and c["vote_accuracy"]["n"] == 2 and c["vote_undecided"] == 2
+    assert c["soft_accuracy"]["k"] == 2 and c["soft_accuracy"]["n"] == 4
+    assert c["soft_pairwise_accuracy"]["k"] == 1 and c["soft_pairwise_accuracy"]["n"] == 2
+    assert s["judge_check"] is None  # self-evaluation cases are not the evaluation judge's
+    assert "undecided (the two option orders disagree) 2" in render_markdown(s)
+
+
 def test_report_compares_judge_scores_pair_by_pair_when_verdicts_tie():
     # A judge that calls everything harmless (verdicts all tie) but scores RAIN's replies higher.
     answers = [_rec(i, "vanilla", True, 1.0, 4, p_harmless=0.6) for i in range(3)] + \
@@ -342,7 +358,11 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     recs = [json.loads(x) for x in lines]
     assert sorted((x["kind"], x["id"], x.get("system", "")) for x in recs) == [
         ("answer", "t-1", "rain"), ("answer", "t-1", "vanilla"), ("answer", "t-2", "rain"), ("answer", "t-2", "vanilla"),
-        ("check", "a-2:refusal", ""), ("check", "a-2:target", "")]
+        ("check", "a-2:refusal", ""), ("check", "a-2:target", ""),
+        ("self_check", "a-2:refusal", ""), ("self_check", "a-2:target", "")]
+    for sc in (x for x in recs if x["kind"] == "self_check"):  # the search's own judge on the labelled cases
+        assert sc["objective"] == "harmless" and sc["vote"] in (-1.0, 0.0, 1.0) and -1.0 <= sc["soft"] <= 1.0
+        assert [o["good"] for o in sc["orders"]] == ["A", "B"]
     ans = [x for x in recs if x["kind"] == "answer"]
     for a in ans:
         assert a["answer_tokens"] <= 4 and a["wall_s"] > 0 and isinstance(a["reply"], str)
@@ -355,8 +375,9 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     report = (out / "report.md").read_text()
     assert "# rainlocal eval: hh" in report and "Wilson" in report and "RAIN against vanilla" in report
     assert "accuracy:" in report and (out / "report.png").stat().st_size > 1000
+    assert "## Self-evaluation (the search's judge) on the same labelled data" in report
     assert r.stdout == report  # the report is also printed
-    assert "[6/6]" in r.stderr or "6/6" in r.stderr  # progress lines with ETA
+    assert "[8/8]" in r.stderr  # progress lines with ETA
     assert "ETA" in r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["items"] == {"vanilla": 2, "rain": 2}

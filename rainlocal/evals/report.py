@@ -169,6 +169,8 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
             "work_ratio": _ratio(ot["work"], va["work"]),
             "work_per_token_ratio": _ratio(ot["work_per_answer_token"] or 0, va["work_per_answer_token"] or 0),
         }
+    self_checks = [c for c in checks if c.get("kind") == "self_check"]
+    checks = [c for c in checks if c.get("kind", "check") == "check"]
     check = None
     if checks:
         correct = [c.get("correct") for c in checks]
@@ -190,6 +192,7 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
     return {
         "suite": suite,
         "meta": meta,
+        "self_eval_check": self_eval_check(self_checks),
         "systems": systems,
         "items": {s: len(by[s]) for s in systems},
         "metrics": [{"key": m.key, "label": m.label, "better": m.better} for m in metrics],
@@ -202,6 +205,27 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
         "comparisons": comparisons,
         "cost": {s: cost_of(list(by[s].values())) for s in systems},
         "judge_check": check,
+    }
+
+
+def self_eval_check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How the search's own judge scores the labelled cases: the vote's accuracy (a 0 vote, the two
+    orders disagreeing, is undecided) and the soft score's accuracy and pairwise ranking."""
+    if not records:
+        return None
+    vote_ok = [None if not r.get("vote") else (r["vote"] > 0) == bool(r["label"]) for r in records]
+    soft_ok = [None if not r.get("soft") else (r["soft"] > 0) == bool(r["label"]) for r in records]
+    pairs: dict[str, dict[bool, float]] = {}
+    for r in records:
+        pairs.setdefault(r.get("pair", r["id"]), {})[bool(r["label"])] = float(r.get("soft", 0.0))
+    ranked = [p[True] > p[False] for p in pairs.values() if True in p and False in p and p[True] != p[False]]
+    return {
+        "cases": len(records),
+        "objective": records[0].get("objective"),
+        "vote_accuracy": rate_of(vote_ok).as_dict(),
+        "vote_undecided": sum(1 for x in vote_ok if x is None),
+        "soft_accuracy": rate_of(soft_ok).as_dict(),
+        "soft_pairwise_accuracy": wilson(sum(ranked), len(ranked)).as_dict(),
     }
 
 
@@ -264,6 +288,20 @@ def render_markdown(s: dict[str, Any]) -> str:
     else:
         L.append("Not measured (`--check-judge 0`, or no labelled data found). Judged rates below are unvalidated.")
     L.append("")
+
+    sc = s.get("self_eval_check")
+    if sc:
+        who = f"`{meta['self_eval_judge']}`" if meta.get("self_eval_judge") else "the answering model"
+        L.append("## Self-evaluation (the search's judge) on the same labelled data")
+        L.append("")
+        L.append(f"The cases above, scored by {who} with the `{sc.get('objective')}` self-evaluation prompt "
+                 f"RAIN searches with ({sc['cases']} cases; the paper measured 52% for a 7B model and 98% for 70B):")
+        L.append("")
+        L.append(f"- vote (the paper's score): {_rate_cell(sc['vote_accuracy'])}; undecided (the two option "
+                 f"orders disagree) {sc['vote_undecided']}")
+        L.append(f"- soft score: {_rate_cell(sc['soft_accuracy'])}; pairwise "
+                 f"{_rate_cell(sc['soft_pairwise_accuracy'])}")
+        L.append("")
 
     L.append("## Rates (95% Wilson intervals)")
     L.append("")

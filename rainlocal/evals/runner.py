@@ -4,6 +4,8 @@ Work is split into *units*, each one line of ``results.jsonl`` written (and fsyn
 is done:
 
 * ``{"kind": "check", "id": ...}``: one labelled case of the judge check (the judge's own agreement);
+* ``{"kind": "self_check", "id": ...}``: the same case scored by the search's self-evaluation (the
+  paper's "self-evaluation accuracy": how well the model that guides RAIN judges);
 * ``{"kind": "answer", "id": ..., "system": "vanilla" | "rain" | "best-of-n"}``: one answer with its
   stats and every evaluation-judge verdict (prompts, raw output, verdict) and the refusal match.
 
@@ -33,6 +35,7 @@ from rainlocal.generate import GenerationSettings, Generator
 SYSTEMS = ("vanilla", "rain", "best-of-n")
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
+_CHECK_LABELS = {"check": "judge check", "self_check": "self-evaluation check"}
 
 
 def unit_key(rec: dict[str, Any]) -> tuple[str, str, str]:
@@ -121,6 +124,7 @@ class EvalPlan:
 
     def units(self) -> list[Unit]:
         out = [Unit("check", c.id, "", case=c) for c in self.checks]
+        out += [Unit("self_check", c.id, "", case=c) for c in self.checks]
         for it in self.items:
             out += [Unit("answer", it.id, s, item=it) for s in self.systems]
         return out
@@ -251,16 +255,18 @@ class EvalRunner:
         self.output.mkdir(parents=True, exist_ok=True)
         done = 0
         progress = Progress(len(units), skipped, self.console)
-        progress.remaining = [u.kind if u.kind == "check" else u.system for u in todo]
+        progress.remaining = [u.system or u.kind for u in todo]
         with progress, open(self.results_path, "a", encoding="utf-8") as out:
             for u in todo:
                 if self.should_stop():
                     raise Interrupted
-                label = f"{u.id} {u.system or 'judge check'}".strip()
+                label = f"{u.id} {u.system or _CHECK_LABELS[u.kind]}".strip()
                 progress.start(label)
                 t0 = time.perf_counter()
                 if u.kind == "check":
                     rec = self._check(u.case)  # type: ignore[arg-type]
+                elif u.kind == "self_check":
+                    rec = self._self_check(u.case)  # type: ignore[arg-type]
                 else:
                     rec = self._answer(u.item, u.system, rain_work.get(u.id))  # type: ignore[arg-type]
                     if rec is None:
@@ -271,7 +277,7 @@ class EvalRunner:
                 out.flush()
                 os.fsync(out.fileno())
                 done += 1
-                progress.finish(u.kind if u.kind == "check" else u.system, time.perf_counter() - t0, label)
+                progress.finish(u.system or u.kind, time.perf_counter() - t0, label)
         return {"total": len(units), "skipped": skipped, "done": done}
 
     # -- units -------------------------------------------------------------------------------
@@ -281,6 +287,19 @@ class EvalRunner:
         return {"kind": "check", "id": case.id, "pair": case.pair, "criterion": case.criterion,
                 "label": case.label, "answer": case.answer, "correct": None if v.good is None else v.good == case.label,
                 "judgment": v.as_dict()}
+
+    def _self_check(self, case: CheckCase) -> dict[str, Any]:
+        """The case as the search's self-evaluation scores it (same judge model, objective and prompt
+        as during RAIN), with both the paper's vote and the soft score."""
+        from rainlocal.judge.self_eval import SelfEvaluator
+
+        gen = self.generator
+        ev = SelfEvaluator(gen.judge_engine, gen.objective(self.settings.objective), case.messages,
+                           mode=self.settings.rain.score)
+        r = ev.judge_probs(case.answer)
+        return {"kind": "self_check", "id": case.id, "pair": case.pair, "objective": self.settings.objective,
+                "label": case.label, "vote": r["vote"], "soft": round(r["soft"], 6),
+                "orders": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in o.items()} for o in r["orders"]]}
 
     def _answer(self, item: Item, system: str, rain_work: int | None) -> dict[str, Any] | None:
         gen = self.generator
@@ -324,16 +343,17 @@ class EvalRunner:
 
 
 def select_records(records: Iterable[dict[str, Any]], plan: EvalPlan) -> tuple[list[dict], list[dict]]:
-    """The answer and check records that belong to ``plan`` (latest wins on duplicates)."""
+    """The answer and check records (judge and self-evaluation checks) that belong to ``plan``
+    (latest wins on duplicates)."""
     ids = {it.id for it in plan.items}
     check_ids = {c.id for c in plan.checks}
     answers: dict[tuple, dict] = {}
-    checks: dict[str, dict] = {}
+    checks: dict[tuple, dict] = {}
     for r in records:
         if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.systems:
             answers[unit_key(r)] = r
-        elif r.get("kind") == "check" and r.get("id") in check_ids:
-            checks[r["id"]] = r
+        elif r.get("kind") in ("check", "self_check") and r.get("id") in check_ids:
+            checks[unit_key(r)] = r
     order = {it.id: i for i, it in enumerate(plan.items)}
     ans = sorted(answers.values(), key=lambda r: (order[r["id"]], SYSTEMS.index(r["system"])))
     return ans, list(checks.values())
