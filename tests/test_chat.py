@@ -243,3 +243,17 @@ def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns(mode
     assert "no longer fit the 256-token context" in r.stderr
     [path] = conversation_files(rl_home)
     assert len(replies(path)) == 3  # every turn answered, and the saved conversation keeps all of them
+
+
+def test_continue_keeps_the_last_replys_settings_unless_flags_say_otherwise(model_path, rl_home):
+    first = run_cli(["chat", "-m", str(model_path), "-t", "1", "--vanilla", "--temp", "0", "-n", "5"],
+                    input="Say hello.\n", env_home=rl_home, timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(["chat", "--continue", "-t", "1"], input="Again.\n", env_home=rl_home, timeout=120)
+    assert again.returncode == 0, again.stderr
+    longer = run_cli(["chat", "--continue", "-t", "1", "-n", "7"], input="Once more.\n", env_home=rl_home, timeout=120)
+    assert longer.returncode == 0, longer.stderr
+    [path] = conversation_files(rl_home)
+    settings = [x["settings"] for x in replies(path)]
+    assert [(s["mode"], s["temp"], s["max_tokens"]) for s in settings] == [
+        ("vanilla", 0.0, 5), ("vanilla", 0.0, 5), ("vanilla", 0.0, 7)]

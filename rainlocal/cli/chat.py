@@ -89,6 +89,7 @@ def command(opts: dict[str, Any]) -> None:
             ms.model = conv.model_path
         if opts.get("system") is None:
             system = conv.system
+        gen = resumed_settings(gen, opts, _last_settings(conv))
     generator = load_generator(ms)
     if conv is None:
         conv = Conversation(id=conversations.new_id(), system=system)
@@ -99,6 +100,38 @@ def command(opts: dict[str, Any]) -> None:
         session.interactive(resumed=conv.persisted)
     else:
         session.piped()
+
+
+_RAIN_FLAGS = ("profile", "objective", "T", "T_m", "V", "c", "score", "rain_set")
+
+
+def _last_settings(conv: Conversation) -> dict[str, Any]:
+    for r in reversed(conv.records):
+        if r.get("role") == "assistant" and isinstance(r.get("settings"), dict):
+            return r["settings"]
+    return conv.settings or {}
+
+
+def resumed_settings(gen: GenerationSettings, opts: dict[str, Any], saved: dict[str, Any]) -> GenerationSettings:
+    """A resumed conversation goes on with the settings of its last reply (mode, sampling, objective,
+    RAIN constants, including what /mode and /set changed); options given on the command line win."""
+    sampling = {k: saved[k] for k in ("temp", "top_p", "top_k", "seed", "max_tokens")
+                if opts.get(k) is None and k in saved}
+    try:
+        gen = replace(gen, sampling=replace(gen.sampling, **{k: type(getattr(gen.sampling, k))(v)
+                                                              for k, v in sampling.items()}))
+    except (TypeError, ValueError):
+        pass  # an unreadable saved value: keep the defaults
+    if not opts.get("vanilla") and saved.get("mode") in ("rain", "vanilla"):
+        gen = replace(gen, mode=saved["mode"])
+    if isinstance(saved.get("rain"), dict) and not any(opts.get(k) for k in _RAIN_FLAGS):
+        try:
+            rain = RainSettings().with_overrides(saved["rain"])
+        except ValueError:
+            return gen
+        gen = replace(gen, rain=rain, profile=str(saved.get("profile", gen.profile)),
+                      objective=str(saved.get("objective", gen.objective)))
+    return gen
 
 
 class ChatSession:
