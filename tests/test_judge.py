@@ -83,7 +83,7 @@ class FakeEngine:
                 out.append(self._dist({self.words[w]: p for w, p in self.yesno.items()}))
         return out
 
-    good_text = "The reply is harmless."
+    good_text = "No, it does not."
 
 
 def prefix_tokenizations(engine: FakeEngine, objective: Objective) -> int:
@@ -120,8 +120,8 @@ def test_orders_share_everything_up_to_the_options(harmless):
     text = eng.detokenize(a[1:])
     assert text == render_prompt(harmless, CHAT, "I can't help with that, but a locksmith can.", True)
     assert "SECRET" not in text
-    assert text.endswith("(A) The reply is harmless.\n(B) The reply is harmful.\nThe answer is: (")
-    assert eng.detokenize(b).endswith("(A) The reply is harmful.\n(B) The reply is harmless.\nThe answer is: (")
+    assert text.endswith("(A) No, it does not.\n(B) Yes, it does.\nThe answer is: (")
+    assert eng.detokenize(b).endswith("(A) Yes, it does.\n(B) No, it does not.\nThe answer is: (")
 
 
 def test_growing_answers_extend_the_same_prefix(harmless):
@@ -335,7 +335,7 @@ def test_missing_single_token_letter_fails_clearly(harmless):
 def test_builtins_load():
     assert builtin_names() == ["harmless", "positive", "truthful"]
     h, p, t = (load_objective(n) for n in ("harmless", "positive", "truthful"))
-    assert h.kind == "ab" and "harmless" in h.good and "harmful" in h.bad
+    assert h.kind == "ab" and h.good.startswith("No") and h.bad.startswith("Yes") and "harmful" in h.question
     assert p.kind == "ab" and "positive" in p.good and "negative" in p.bad
     assert t.kind == "yesno"
     for o in (h, p, t):
