@@ -407,15 +407,16 @@ def render_chart(s: dict[str, Any], path: Path) -> bool:
             hi.append(100 * (d["ci95"][1] - d["rate"]))
         bars = ax.bar(xs, hs, width, yerr=[lo, hi], capsize=3, label=SYSTEM_LABELS[sysname],
                       color=colours.get(sysname), edgecolor="black", linewidth=0.5)
-        for b, h in zip(bars, hs):
-            ax.annotate(f"{h:.0f}", (b.get_x() + b.get_width() / 2, h), xytext=(0, 2),
+        for b, h, up in zip(bars, hs, hi):
+            ax.annotate(f"{h:.0f}", (b.get_x() + b.get_width() / 2, h + up), xytext=(0, 2),  # above the CI cap
                         textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([m["label"].replace(" (", "\n(") for m in metrics], fontsize=8)
-    ax.set_ylim(0, 110)
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("rate (%)")
     ax.set_title(f"{s['suite']}: {s['meta'].get('model')} (n={max(s['items'].values(), default=0)}, 95% CI)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", ncol=len(systems))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
