@@ -297,8 +297,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         L.append(f"The cases above, scored by {who} with the `{sc.get('objective')}` self-evaluation prompt "
                  f"RAIN searches with ({sc['cases']} cases; the paper measured 52% for a 7B model and 98% for 70B):")
         L.append("")
-        L.append(f"- vote (the paper's score): {_rate_cell(sc['vote_accuracy'])}; undecided (the two option "
-                 f"orders disagree) {sc['vote_undecided']}")
+        L.append(f"- vote (the paper's score): {_rate_cell(sc['vote_accuracy'])}"
+                 + (f"; undecided (the two option orders disagree) {sc['vote_undecided']}" if sc["vote_undecided"] else ""))
         L.append(f"- soft score: {_rate_cell(sc['soft_accuracy'])}; pairwise "
                  f"{_rate_cell(sc['soft_pairwise_accuracy'])}")
         L.append("")
