@@ -391,6 +391,24 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     assert other.returncode == 2 and "other settings" in other.stderr and "seed" in other.stderr
 
 
+def test_eval_answers_do_not_depend_on_what_ran_before_them(model_path, rl_home, tmp_path):
+    # The judge and self-evaluation checks run first and fill the answering engine's cache in one
+    # run but not in the other; the answers must still be the same.
+    data = write_hh(tmp_path / "hh.jsonl")
+    adv = tmp_path / "adv.csv"
+    adv.write_text(ADV_CSV, encoding="utf-8")
+    tiny = ["-n", "16", *TINY_RAIN[2:]]
+    replies = []
+    for checks in ("1", "0"):
+        out = tmp_path / f"out{checks}"
+        r = run_cli(["eval", "hh", "-m", str(model_path), "--data", str(data), *tiny, "--check-judge", checks,
+                     "--check-data", str(adv), "-o", str(out)], env_home=rl_home)
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        replies.append({(x["id"], x["system"]): x["reply"] for x in recs if x["kind"] == "answer"})
+    assert len(replies[0]) == 4 and replies[0] == replies[1]
+
+
 def test_eval_usage_errors_are_one_line(model_path, rl_home, tmp_path):
     r = run_cli(["eval", "hh", "-m", str(model_path), "--data", str(tmp_path / "none.jsonl")], env_home=rl_home)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--data" in r.stderr

@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from rainlocal.evals.bestofn import best_of_n, engines_of, run_answer, work_of
+from rainlocal.evals.bestofn import best_of_n, engines_of, fresh_start, run_answer, work_of
 from rainlocal.evals.runner import peak_rss_mb
 from rainlocal.generate import GenerationSettings, Generator
 
@@ -35,19 +35,6 @@ METHOD = (
     "wall time per answer includes the prompt decode; tokens decoded are counted by the engine per phase "
     "(work = all phases but the prompt); peak RSS is the process peak after the strategy (ru_maxrss)"
 )
-
-
-def _reset(generator: Generator, settings: GenerationSettings) -> None:
-    """Clear every engine's branches and logits cache, then decode the judge prefix untimed."""
-    from rainlocal.judge.self_eval import SelfEvaluator
-
-    for e in engines_of(generator):
-        reset = getattr(e, "reset", None)
-        if reset is not None:
-            reset()
-    ev = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective),
-                       [{"role": "user", "content": "Hello."}], mode=settings.rain.score)
-    ev.score("Hi")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -105,7 +92,7 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 sum(int(getattr(e, "decode_calls", 0)) for e in engines))
 
     for name in order:
-        _reset(generator, settings)
+        fresh_start(generator, settings)
         runs = []
         for pid, messages in prompts:
             d0 = decode_clock()

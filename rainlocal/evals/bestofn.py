@@ -123,3 +123,21 @@ def best_of_n(
     }
     return Done(tokens=list(chosen.tokens), text=chosen.text,
                 stop_reason="interrupted" if interrupted else chosen.stop_reason, stats=stats)
+
+
+def fresh_start(generator: Generator, settings: GenerationSettings) -> None:
+    """Clear every engine's branches and logits cache, then decode the judge prefix (untimed).
+
+    Answers then do not depend on what ran before them: a reused cached prefix was computed in
+    other batches, and those tiny numeric differences change sampled tokens. So an interrupted and
+    resumed eval gives the answers an uninterrupted one would, and no strategy profits from
+    another's cache."""
+    from rainlocal.judge.self_eval import SelfEvaluator
+
+    for e in engines_of(generator):
+        reset = getattr(e, "reset", None)
+        if reset is not None:
+            reset()
+    ev = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective),
+                       [{"role": "user", "content": "Hello."}], mode=settings.rain.score)
+    ev.score("Hi")

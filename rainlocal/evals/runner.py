@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rainlocal.errors import UsageError
-from rainlocal.evals.bestofn import best_of_n, run_answer, work_of
+from rainlocal.evals.bestofn import best_of_n, fresh_start, run_answer, work_of
 from rainlocal.evals.judges import SUITE_CRITERIA, CheckCase, EvalJudge
 from rainlocal.evals.refusal import refusal_match
 from rainlocal.evals.suites import Item
@@ -304,6 +304,7 @@ class EvalRunner:
     def _answer(self, item: Item, system: str, rain_work: int | None) -> dict[str, Any] | None:
         gen = self.generator
         messages = messages_for(item, self.plan.system_prompt)
+        fresh_start(gen, self.settings)
         t0 = time.perf_counter()
         if system == "best-of-n":
             fixed = self.plan.best_of
