@@ -387,6 +387,15 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert "nothing to do" in again.stderr
 
+    (out / "report.md").unlink()
+    only = run_cli([*args, "--limit", "1", "--report-only"], env_home=rl_home)  # the report, nothing run
+    assert only.returncode == 0, only.stderr
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert json.loads((out / "summary.json").read_text())["items"] == {"vanilla": 1, "rain": 1}
+    assert "vanilla 1, RAIN 1" in (out / "report.md").read_text()
+    none = run_cli([*args[:-1], str(tmp_path / "elsewhere"), "--report-only"], env_home=rl_home)
+    assert none.returncode == 2 and "no run.json" in none.stderr
+
     other = run_cli([*args[:-2], "--seed", "2", "-o", str(out)], env_home=rl_home)
     assert other.returncode == 2 and "other settings" in other.stderr and "seed" in other.stderr
 

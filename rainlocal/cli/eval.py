@@ -67,6 +67,8 @@ def _normalise(obj: Any) -> Any:
               help="Measure the evaluation judge on N labelled pairs first (default 25; 0 skips).")
 @click.option("--check-data", "check_data", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="AdvBench-format CSV for the judge check of the hh suite (default: the advbench dev split).")
+@click.option("--report-only", is_flag=True,
+              help="Write the report from the results already in --output (nothing is run); e.g. while a run goes on.")
 @pass_options
 def command(opts: dict[str, Any]) -> None:
     """Evaluate vanilla vs RAIN on SUITE (hh, advbench, truthfulqa) and write a report."""
@@ -138,6 +140,8 @@ def command(opts: dict[str, Any]) -> None:
     })
     from rainlocal.evals.runner import check_run_info
 
+    if opts["report_only"] and not (output / "run.json").exists():
+        raise UsageError(f"--report-only: no evaluation in {output} (no run.json)")
     check_run_info(output, fingerprint)
     systems = ("vanilla", "rain") + (("best-of-n",) if with_bon else ())
     best_desc = (f"N = {bon_n} samples" if bon_n else f"N chosen per prompt to match RAIN's engine work (at most {opts['best_of_max']})")
@@ -180,7 +184,8 @@ def command(opts: dict[str, Any]) -> None:
         runner = EvalRunner(plan, output, gen, generator_factory=make_generator, judge_factory=make_judge,
                             console=stderr, should_stop=lambda: interrupts.requested)
         try:
-            runner.run()
+            if not opts["report_only"]:
+                runner.run()
         except Interrupted:
             interrupted = True
 
