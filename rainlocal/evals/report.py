@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rainlocal.evals.stats import paired, paired_scores, rate_of, wilson
 
@@ -89,8 +89,9 @@ def _score(name: str) -> Callable[[dict[str, Any]], float | None]:
     return get
 
 
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 6) if xs else None
+def _mean_and_n(values: Iterable[float | None]) -> dict[str, Any]:
+    xs = [v for v in values if v is not None]
+    return {"mean": round(sum(xs) / len(xs), 6) if xs else None, "n": len(xs)}
 
 
 def _sum_phases(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -197,9 +198,7 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
         "items": {s: len(by[s]) for s in systems},
         "metrics": [{"key": m.key, "label": m.label, "better": m.better} for m in metrics],
         "rates": rates,
-        "scores": {name: {s: {"mean": _mean([v for v in map(_score(name), by[s].values()) if v is not None]),
-                              "n": sum(1 for v in map(_score(name), by[s].values()) if v is not None)}
-                          for s in systems}
+        "scores": {name: {s: _mean_and_n(map(_score(name), by[s].values())) for s in systems}
                    for name in SUITE_SCORES[suite]},
         "undecided": undecided,
         "comparisons": comparisons,
@@ -250,6 +249,13 @@ def _fmt(x: Any, nd: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{nd}g}" if abs(x) < 1000 else f"{x:,.0f}"
     return str(x)
+
+
+def _system_table(lead: str, systems: list[str]) -> list[str]:
+    """A Markdown table's header and rule: the ``lead`` columns, then one column per system."""
+    n_lead = lead.count("|") - 1
+    return [f"{lead} " + " | ".join(SYSTEM_LABELS[x] for x in systems) + " |",
+            "|" + "---|" * (n_lead + len(systems))]
 
 
 def render_markdown(s: dict[str, Any]) -> str:
@@ -305,8 +311,7 @@ def render_markdown(s: dict[str, Any]) -> str:
 
     L.append("## Rates (95% Wilson intervals)")
     L.append("")
-    L.append("| metric | better | " + " | ".join(SYSTEM_LABELS[x] for x in systems) + " |")
-    L.append("|---|---|" + "---|" * len(systems))
+    L += _system_table("| metric | better |", systems)
     for m in s["metrics"]:
         cells = [_rate_cell(s["rates"][m["key"]][x]) for x in systems]
         L.append(f"| {m['label']} | {m['better'] or ''} | " + " | ".join(cells) + " |")
@@ -322,8 +327,7 @@ def render_markdown(s: dict[str, Any]) -> str:
     if any(v.get("n") for d in scores.values() for v in d.values()):
         L.append("Mean judge score P(good option), averaged over both option orders (higher is better):")
         L.append("")
-        L.append("| criterion | " + " | ".join(SYSTEM_LABELS[x] for x in systems) + " |")
-        L.append("|---|" + "---|" * len(systems))
+        L += _system_table("| criterion |", systems)
         for crit, d in scores.items():
             L.append(f"| {crit} | " + " | ".join(_fmt(d[x].get("mean")) for x in systems) + " |")
         L.append("")
@@ -355,8 +359,7 @@ def render_markdown(s: dict[str, Any]) -> str:
 
     L.append("## Cost")
     L.append("")
-    L.append("| | " + " | ".join(SYSTEM_LABELS[x] for x in systems) + " |")
-    L.append("|---|" + "---|" * len(systems))
+    L += _system_table("| |", systems)
     cost = s["cost"]
     rows = [("answers", "answers"), ("answer tokens", "answer_tokens"), ("wall s (answers only)", "wall_s"),
             ("s per answer token", "s_per_answer_token"), ("tokens decoded", "work"),

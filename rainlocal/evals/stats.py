@@ -60,17 +60,10 @@ class Paired:
 
 def paired(a: Sequence[bool | None], b: Sequence[bool | None]) -> Paired:
     """Win/loss/tie of ``b`` against ``a`` where True is the better outcome, item by item."""
-    if len(a) != len(b):
-        raise ValueError("paired comparison needs the same number of items on both sides")
-    wins = losses = ties = 0
-    for x, y in zip(a, b):
-        if x is None or y is None or x == y:
-            ties += 1
-        elif y:
-            wins += 1
-        else:
-            losses += 1
-    return Paired(wins, losses, ties, sign_test(wins, losses))
+    def as_score(v: bool | None) -> float | None:
+        return None if v is None else float(v)
+
+    return paired_scores([as_score(x) for x in a], [as_score(y) for y in b])
 
 
 def sign_test(wins: int, losses: int) -> float:
