@@ -23,7 +23,7 @@ class GenerationSettings:
     mode: str = "rain"  # "rain" or "vanilla"
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     rain: RainSettings = field(default_factory=RainSettings)
-    profile: str = "harmless"
+    profile: str = "fast"
     objective: str = "harmless"
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,12 +108,14 @@ class Generator:
             events = vanilla_generate(self.engine, prompt, settings.sampling, stop, should_stop=should_stop)
         else:
             from rainlocal.judge.self_eval import SelfEvaluator
+            from rainlocal.search.fast import fast_generate
             from rainlocal.search.rain import rain_generate
 
             evaluator = SelfEvaluator(
                 self.judge_engine, self.objective(settings.objective), messages, mode=settings.rain.score
             )
-            events = rain_generate(
+            loop = fast_generate if settings.rain.loop == "draft" else rain_generate
+            events = loop(
                 self.engine, prompt, evaluator, settings.rain, settings.sampling, stop, should_stop=should_stop
             )
         separate_judge = self.judge_engine is not self.engine

@@ -12,7 +12,7 @@ import click
 from rainlocal.config import load_user_config
 from rainlocal.errors import ConfigError, UsageError
 from rainlocal.generate import GenerationSettings
-from rainlocal.search.settings import PROFILE_OBJECTIVE, PROFILES, SamplingSettings, profile_settings
+from rainlocal.search.settings import DEFAULT_PROFILE, PROFILE_OBJECTIVE, PROFILES, SamplingSettings, profile_settings
 
 
 def model_options(f: Callable) -> Callable:
@@ -40,7 +40,7 @@ def generation_options(f: Callable) -> Callable:
         click.option("--top-k", "top_k", type=int, default=None, help="Top-k sampling for --vanilla (default 40)."),
         click.option("--seed", "seed", type=int, default=None, help="Random seed (default 0): same seed and settings give the same answer."),
         click.option("--vanilla", is_flag=True, help="Plain sampling, no RAIN search."),
-        click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="RAIN constants of a paper experiment (default harmless)."),
+        click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="RAIN profile: fast (default: draft, judge, search where the judge objects), paper (the reference code's constants), or a paper experiment's: harmless, adversarial, truthful."),
         click.option("--objective", default=None, help="What the self-evaluation judges: harmless, truthful, positive, or a TOML file."),
         click.option("--judge", "judge", default=None, help="Another GGUF model (path or alias) to do the self-evaluation."),
         click.option("-T", "--max-searches", "T", type=int, default=None, help="RAIN: searches per step, T (default 50)."),
@@ -100,7 +100,7 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
         raise UsageError("-n/--max-tokens must be at least 1")
     if model.ctx_size < 0:
         raise UsageError("-c/--ctx-size must be 0 or more")
-    profile = _pick(opts.get("profile"), d, "profile", "harmless")
+    profile = _pick(opts.get("profile"), d, "profile", DEFAULT_PROFILE)
     try:
         rain = profile_settings(profile)
         rain = rain.with_overrides(cfg.get("rain", {}))

@@ -15,7 +15,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 #: Phases that tokens decoded are counted under (``Engine.counters``).
-PHASES = ("prompt", "generate", "rollout", "judge", "embed")
+PHASES = ("prompt", "draft", "generate", "rollout", "judge", "embed")
 
 
 @runtime_checkable

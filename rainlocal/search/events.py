@@ -44,3 +44,30 @@ class Done:
     text: str
     stop_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Activity:
+    """What the fast loop is doing now: ``drafting``, ``checking`` or ``searching`` (status lines)."""
+
+    what: str
+
+
+@dataclass
+class Check:
+    """The fast loop judged a drafted clause: ``verdict`` is accept (shown), hold (kept, not shown yet)
+    or reject (the loop rewinds and searches)."""
+
+    text: str
+    score: float
+    verdict: str
+
+
+@dataclass
+class Rewind:
+    """The fast loop took back unshown text: the rejected clause (``further``: and the held clauses
+    before it, because the judge was sure the answer was heading somewhere bad)."""
+
+    dropped: str
+    further: bool
+    score: float

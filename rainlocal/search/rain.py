@@ -12,6 +12,7 @@ Equations and rules, one line each (names as in the paper; code in the module na
 * Budget (here): per step ``max(T - root.fn, min_searches)`` searches, ``T = 50``, ``min_searches = 15``.
 * Early stop (select.py): the most-visited root child has ``fn > T_m`` and ``q > V`` (6 and 0.8).
 * Commit (select.py): the most-visited root child (ties: higher q); it becomes the root, subtree kept.
+  (The fast profile, ``commit = "value"``, takes the best-valued visited child instead; fast.py.)
 
 One search (``RainSearch.search``): select down to a leaf (trying dynamic node addition at every node on
 the way), roll out to the end of the phrase, self-evaluate ``answer so far + path + rollout`` (scores
@@ -36,7 +37,7 @@ from rainlocal.search.backup import backup
 from rainlocal.search.events import Candidate, Commit, Done, Step
 from rainlocal.search.expand import dynamic_add, expand, mix_root_priors, should_add
 from rainlocal.search.rollout import rollout
-from rainlocal.search.select import early_stop, most_visited, select_child
+from rainlocal.search.select import chosen, early_stop, most_visited, select_child
 from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule
 from rainlocal.search.stopping import Stopper
 from rainlocal.search.tree import Node, path_tokens, reroot
@@ -71,16 +72,25 @@ class RainSearch:
         settings: RainSettings,
         sampling: SamplingSettings,
         stop: StopRule,
+        *,
+        prefix: list[int] | None = None,
+        rng: np.random.Generator | None = None,
+        cache: dict[str, float] | None = None,
     ):
+        """``prefix``: answer tokens already fixed before this search's root (the fast profile searches
+        from a rewind point inside an answer); token-set depths count from the root. ``rng`` and
+        ``cache`` (scores by judged text) may be shared with a caller that judges text itself."""
         self.engine = engine
         self.prompt = list(prompt)
+        self.prefix = list(prefix or [])
         self.evaluator = evaluator
         self.settings = settings
         self.stop = stop
-        self.rng = np.random.default_rng(sampling.seed)
-        self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
+        self.rng = rng if rng is not None else np.random.default_rng(sampling.seed)
+        own = StopRule(max_tokens=max(stop.max_tokens - len(self.prefix), 0), stop_strings=stop.stop_strings)
+        self.stopper = Stopper(own, engine.detokenize, engine.is_eog)
         self.root = Node(depth=-1)
-        self.cache: dict[str, float] = {}
+        self.cache: dict[str, float] = cache if cache is not None else {}
         self._emb_cache: dict[tuple[int, ...], dict[int, np.ndarray]] = {}  # tokens -> start -> embedding
         self.embeddings = 0
         self.searches = 0
@@ -97,7 +107,10 @@ class RainSearch:
     # ---- the committed answer -------------------------------------------------------------------
     @property
     def answer(self) -> list[int]:
-        return self.stopper.state.tokens
+        """The whole answer so far: the fixed prefix plus what this search committed."""
+        if not self.prefix:
+            return self.stopper.state.tokens
+        return self.prefix + self.stopper.state.tokens
 
     def budget(self) -> int:
         """Searches allowed in the current step: ``max(T - root.fn, min_searches)`` (at least 1)."""
@@ -144,13 +157,7 @@ class RainSearch:
         t2 = time.perf_counter()
         self.times["rollout"] += t2 - t1
 
-        score = self.cache.get(text)
-        if score is None:
-            score = float(self.evaluator.score(text))
-            self.cache[text] = score
-            self.evaluations += 1
-        else:
-            self.cache_hits += 1
+        score = self.judge(text)
         t3 = time.perf_counter()
         self.times["evaluate"] += t3 - t2
 
@@ -172,6 +179,17 @@ class RainSearch:
         self._prev_leaf = leaf
         self.searches += 1
         return leaf
+
+    def judge(self, text: str) -> float:
+        """Self-evaluation score of the answer text, cached by text (the cache may be shared)."""
+        score = self.cache.get(text)
+        if score is None:
+            score = float(self.evaluator.score(text))
+            self.cache[text] = score
+            self.evaluations += 1
+        else:
+            self.cache_hits += 1
+        return score
 
     def _embeddings(self, path: list[Node], kept: list[int], roll: list[int]) -> list[np.ndarray | None]:
         """Embedding, per non-root path node, of the text from that node's start through the rollout.
@@ -202,11 +220,12 @@ class RainSearch:
     # ---- the outer loop -------------------------------------------------------------------------
     def ready_to_commit(self) -> bool:
         """The early-stop rule: most-visited root child with ``fn > T_m`` and ``q > V``."""
-        return early_stop(self.root, self.settings.T_m, self.settings.V)
+        return early_stop(self.root, self.settings.T_m, self.settings.V, self.settings.commit)
 
     def commit(self) -> tuple[Node, list[int], str] | None:
-        """Commit the most-visited root child and re-root at it; returns (node, tokens kept, new text)."""
-        child = most_visited(self.root)
+        """Commit the most-visited root child (``commit="value"``: the best valued) and re-root at it;
+        returns (node, tokens kept, new text)."""
+        child = chosen(self.root, self.settings.commit)
         if child is None:
             return None
         kept, new = self.stopper.add(child.tokens)
@@ -221,7 +240,7 @@ class RainSearch:
         return node.text
 
     def step_event(self, searches: int, *, committed: bool = False) -> Step:
-        best = most_visited(self.root)
+        best = chosen(self.root, self.settings.commit)
         return Step(
             searches=searches,
             evaluations=self.evaluations,

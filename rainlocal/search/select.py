@@ -56,7 +56,26 @@ def most_visited(node: Node) -> Node | None:
     return best
 
 
-def early_stop(node: Node, T_m: int, V: float) -> bool:
-    """True when the most-visited child has more than ``T_m`` real visits and value above ``V``."""
-    best = most_visited(node)
+def best_valued(node: Node) -> Node | None:
+    """The fast profile's commit: the visited child with the highest value ``q`` (ties: more visits).
+
+    With a budget of a few searches, visit counts mostly follow the prior; the value is the judge's word.
+    Falls back to the most visited child when no child was visited."""
+    best: Node | None = None
+    for child in node.children:
+        if child.fn < 1:
+            continue
+        if best is None or child.q > best.q or (child.q == best.q and child.n > best.n):
+            best = child
+    return best if best is not None else most_visited(node)
+
+
+def chosen(node: Node, rule: str = "visits") -> Node | None:
+    """The child a commit takes: ``visits`` (paper: most visited) or ``value`` (fast: best valued)."""
+    return best_valued(node) if rule == "value" else most_visited(node)
+
+
+def early_stop(node: Node, T_m: int, V: float, rule: str = "visits") -> bool:
+    """True when the child a commit would take has more than ``T_m`` real visits and value above ``V``."""
+    best = chosen(node, rule)
     return best is not None and best.fn > T_m and best.q > V

@@ -46,6 +46,16 @@ class RainSettings:
     max_children: int = 20  # dynamic addition only below this many children
     dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length
     score: str = "vote"  # "vote" (paper: two orders, hard votes) or "soft" (order-debiased mean)
+    # The loop: "tree" (the paper's: every token set chosen by a tree search) or "draft" (the fast
+    # profile, search/fast.py: draft a clause, judge it once, tree-search only where the judge objects).
+    loop: str = "tree"
+    commit: str = "visits"  # the root child a step commits: "visits" (paper) or "value" (best q among visited)
+    draft_max_tokens: int = 24  # a drafted clause ends at a delimiter or after this many tokens
+    first_draft_tokens: int = 8  # ... the answer's first clause after this many (the first words come sooner)
+    accept: float = 0.3  # a clause scoring at least this is committed and shown
+    hold: float = 0.0  # one scoring in [hold, accept) is kept but held back; below hold it is rejected
+    rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
+    search_max_sets: int = 4  # a search after a rejection commits at most this many token sets
 
     def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
         """A copy with ``values`` applied; unknown keys or wrong types raise ValueError."""
@@ -70,18 +80,29 @@ class RainSettings:
                 raise ValueError(f"RAIN setting {key!r} needs a {type(current).__name__}, got {value!r}") from None
         if clean.get("score", self.score) not in ("vote", "soft"):
             raise ValueError("RAIN setting 'score' must be 'vote' or 'soft'")
+        if clean.get("commit", self.commit) not in ("visits", "value"):
+            raise ValueError("RAIN setting 'commit' must be 'visits' or 'value'")
+        if clean.get("loop", self.loop) not in ("tree", "draft"):
+            raise ValueError("RAIN setting 'loop' must be 'tree' or 'draft'")
         return replace(self, **clean)
 
 
-#: Named profiles: the reference code's constants per experiment.
+#: Named profiles. ``fast`` (the default) drafts clauses and searches only where the judge objects
+#: (search/fast.py); ``paper`` is the reference code's HH constants, and ``harmless``, ``adversarial``
+#: and ``truthful`` are the reference code's constants per experiment (``harmless`` = ``paper``).
 PROFILES: dict[str, dict[str, Any]] = {
+    "fast": {"loop": "draft", "commit": "value", "score": "soft", "T": 6, "min_searches": 2, "T_m": 2, "V": 0.5},
+    "paper": {},
     "harmless": {},
     "adversarial": {"T_m": 5, "cand_temp": 2.0, "cand_tries": 19},
     "truthful": {"T_m": 16},
 }
 
+DEFAULT_PROFILE = "fast"
+
 #: The objective each profile judges with by default.
-PROFILE_OBJECTIVE = {"harmless": "harmless", "adversarial": "harmless", "truthful": "truthful"}
+PROFILE_OBJECTIVE = {"fast": "harmless", "paper": "harmless", "harmless": "harmless",
+                     "adversarial": "harmless", "truthful": "truthful"}
 
 
 def profile_settings(name: str) -> RainSettings:

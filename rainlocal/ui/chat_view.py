@@ -19,7 +19,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from rainlocal.search.events import Candidate, Commit, Done, Step
+from rainlocal.search.events import Activity, Candidate, Check, Commit, Done, Rewind, Step
 
 #: Rows of the live search view (the most visited candidates first).
 SEARCH_ROWS = 8
@@ -79,6 +79,11 @@ class ReplyState:
     commits: list[CommitPoint] = field(default_factory=list)
     done: Done | None = None
     searching: bool = False  # RAIN: show search counters from the start
+    activity: str | None = None  # fast profile: drafting / checking / searching
+    checks: int = 0
+    rewinds: int = 0
+    rejected: list[Check] = field(default_factory=list)  # fast profile: rejected clauses
+    last_check: Check | None = None
 
     def feed(self, ev: Any) -> None:
         if isinstance(ev, Commit):
@@ -94,6 +99,15 @@ class ReplyState:
             self.evaluations = ev.evaluations
             self.best_value = ev.best_value
             self.candidates = list(ev.candidates)
+        elif isinstance(ev, Activity):
+            self.activity = ev.what
+        elif isinstance(ev, Check):
+            self.checks += 1
+            self.last_check = ev
+            if ev.verdict == "reject":
+                self.rejected.append(ev)
+        elif isinstance(ev, Rewind):
+            self.rewinds += 1
         elif isinstance(ev, Done):
             self.done = ev
 
@@ -173,6 +187,8 @@ class ChatView:
             self.console.print(Text("[interrupted]", style="yellow"))
         elif done.stop_reason == "length":
             self.console.print(Text("[length limit: /set max_tokens N for longer replies]", style="dim"))
+        if self.show_search and self.state is not None and self.state.rejected:
+            self.console.print(self.rejected_clauses(self.state.rejected))
         if self.show_search and self.state is not None and self.state.commits:
             self.console.print(self.rejected_table(self.state.commits))
         self.console.print()
@@ -187,7 +203,7 @@ class ChatView:
         width = max(20, self.console.width)
         height = max(6, self.console.height)
         parts: list[RenderableType] = []
-        search = self._search_table(s) if self.show_search and s.candidates else None
+        search = self._search_table(s) if self.show_search and s.candidates and s.activity in (None, "searching") else None
         reserved = 2 + (min(len(s.candidates), SEARCH_ROWS) + 2 if search is not None else 0)
         room = max(1, height - reserved - 1)
         if s.text:
@@ -202,7 +218,16 @@ class ChatView:
     def _status(self, s: ReplyState, stopping: bool) -> Text:
         t = s.elapsed
         bits: list[str] = []
-        if s.searching or s.searches or s.evaluations:
+        if s.activity is not None:
+            what = {"searching": "searching after a rejected clause"}.get(s.activity, s.activity)
+            bits.append(what)
+            bits.append(f"clauses checked {s.checks}")
+            bits.append(f"rewinds {s.rewinds}")
+            if s.activity == "searching":
+                bits.append(f"searches {s.searches}")
+            elif s.last_check is not None:
+                bits.append(f"last check {s.last_check.score:+.2f}")
+        elif s.searching or s.searches or s.evaluations:
             bits.append(f"searches {s.searches}")
             bits.append(f"evaluations {s.evaluations}")
             if s.best_value is not None:
@@ -235,6 +260,16 @@ class ChatView:
                           f"{c.p:.2f}", f"{c.n:.1f}", value)
         if len(ranked) > SEARCH_ROWS:
             table.add_row("", Text(f"+{len(ranked) - SEARCH_ROWS} more", style="dim"), "", "", "")
+        return table
+
+    def rejected_clauses(self, checks: list[Check]) -> Table:
+        """After a fast-profile reply: every drafted clause the judge rejected, with its score."""
+        table = Table(title=Text("clauses the judge rejected (the search replaced them)", style="dim"),
+                      title_justify="left", box=None, header_style="dim", padding=(0, 1), show_edge=False)
+        table.add_column("score", justify="right")
+        table.add_column("rejected clause", overflow="fold")
+        for c in checks:
+            table.add_row(Text(f"{c.score:+.2f}", style="red"), Text(branch_text(c.text, 60), style="red"))
         return table
 
     def rejected_table(self, commits: list[CommitPoint], limit: int = 3) -> Table:
@@ -279,6 +314,8 @@ def _fmt(v: Any) -> str:
 
 #: Search statistics in the order /stats shows them, with their labels.
 STAT_LABELS = [
+    ("drafts", "clauses drafted"), ("accepted", "clauses accepted"), ("held", "clauses held back"),
+    ("rejected", "clauses rejected"), ("rewinds_further", "rewinds further back"),
     ("searches", "searches"), ("evaluations", "evaluations"), ("cache_hits", "cached evaluations"),
     ("commits", "commits"), ("rewinds", "rewinds"), ("early_stops", "early stops"),
     ("nodes_added", "nodes added"), ("similarity_updates", "similarity updates"), ("embeddings", "embeddings"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import IO, Iterable
 
-from rainlocal.search.events import Commit, Done, Step
+from rainlocal.search.events import Check, Commit, Done, Rewind, Step
 
 
 def format_step(step: Step, limit: int = 10) -> str:
@@ -22,10 +22,18 @@ def format_step(step: Step, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
+def format_check(ev: Check | Rewind) -> str:
+    """One -v log line for a judged draft (fast profile) or a rewind."""
+    if isinstance(ev, Rewind):
+        where = "further back, dropping held text" if ev.further else "to the clause start"
+        return f"[fast] rewind {where}: {ev.dropped!r}"
+    return f"[fast] {ev.verdict} score={ev.score:+.3f} {ev.text!r}"
+
+
 def stream_answer(events: Iterable, out: IO[str] | None, log: IO[str] | None = None) -> Done:
     """Write committed text to ``out`` (flushing each commit) and return the final event.
 
-    ``log`` receives the search steps at each commit (``-v``)."""
+    ``log`` receives the search steps at each commit and every judged draft and rewind (``-v``)."""
     done: Done | None = None
     for ev in events:
         if isinstance(ev, Commit):
@@ -35,6 +43,10 @@ def stream_answer(events: Iterable, out: IO[str] | None, log: IO[str] | None = N
         elif isinstance(ev, Step):
             if log is not None and ev.committed:
                 log.write(format_step(ev) + "\n")
+                log.flush()
+        elif isinstance(ev, (Check, Rewind)):
+            if log is not None:
+                log.write(format_check(ev) + "\n")
                 log.flush()
         elif isinstance(ev, Done):
             done = ev

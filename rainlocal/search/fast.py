@@ -1,0 +1,288 @@
+"""Fast RAIN: draft a clause, judge it once, and search only where the judge objects.
+
+Still rewindable auto-regressive inference (generate forward, self-evaluate, rewind and search where
+the evaluation says the text goes wrong), but the tree search is spent only on the clauses the judge
+rejects, so a benign answer costs little more than plain decoding. One answer:
+
+1. **Draft** the next clause with the plain sampler (``--temp``/``--top-k``/``--top-p``): tokens up to a
+   clause delimiter (``rollout_delimiters``), an end-of-generation token, a stop string (new turn),
+   ``draft_max_tokens`` (``first_draft_tokens`` for the answer's first clause, so its first words come
+   quickly) or the length limit.
+2. **Check**: self-evaluate "answer so far + held clauses + draft" once, with the same judge prompt and
+   score the tree search uses (scores cached by text). ``s >= accept``: commit the draft and any held
+   clauses (they are shown). ``hold <= s < accept``: keep the draft but hold it back (not shown); the
+   next check decides. ``s < hold``: reject it.
+3. **Rewind** on a rejected clause: to the clause's start, committing the held clauses before it; or,
+   when the judge is sure the text is bad (``s <= rewind_further``) and clauses are held back, further
+   back to the end of the shown text, dropping the held clauses too (the whole answer was heading
+   somewhere bad). Shown text is never taken back.
+4. **Search** from the rewind point with RAIN's tree search (``search/rain.py``: select by Eq. 1, roll out,
+   self-evaluate, expand, back up with similarity updates, dynamic node addition) and the profile's
+   budget ``T``, ``min_searches``, ``T_m``, ``V``. The rejected draft is the first search's evidence: the
+   root child it starts with is backed up with its score, as a search whose rollout was the draft. Token-set
+   depths count from the rewind point (1, 2, 4, 10 tokens). Committed sets are shown at once; after the
+   committed text completes a clause (or ``search_max_sets`` sets) the loop drafts again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from rainlocal.engine.base import Engine, counter_delta
+from rainlocal.search.backup import backup
+from rainlocal.search.events import Activity, Check, Commit, Done, Rewind, Step
+from rainlocal.search.expand import expand
+from rainlocal.search.rain import Evaluator, RainSearch, _cut_at_stop
+from rainlocal.search.sampling import sample_token
+from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule
+from rainlocal.search.stopping import Stopper
+
+
+def clause_ends(text: str, delimiters: str) -> bool:
+    """A clause ends with a delimiter (trailing spaces ignored: ``"Sure, "`` ends a clause)."""
+    t = text.rstrip(" ")
+    return bool(t) and t[-1] in delimiters
+
+
+def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling: SamplingSettings,
+                 stop: StopRule, delimiters: str, max_tokens: int, rng: np.random.Generator,
+                 should_stop: Callable[[], bool] | None = None) -> list[int]:
+    """Sample the next clause after ``prompt + answer``; an end-of-generation token ends (and is kept in) it."""
+    out: list[int] = []
+    budget = min(max_tokens, max(stop.max_tokens - len(answer), 0))
+    tail = answer[-8:]
+    while len(out) < budget:
+        if should_stop is not None and should_stop():
+            break
+        lp = engine.logprobs([prompt + answer + out], phase="draft")[0]
+        tok = sample_token(lp, rng, temp=sampling.temp, top_k=sampling.top_k, top_p=sampling.top_p)
+        out.append(tok)
+        if engine.is_eog(tok):
+            break
+        text = engine.detokenize(out)
+        if clause_ends(text, delimiters):
+            break
+        if stop.stop_strings:
+            around = engine.detokenize(tail + out)
+            if any(s and s in around for s in stop.stop_strings):
+                break
+    return out
+
+
+class FastSearch:
+    """The state of one fast answer: shown answer, held clauses, counters (see the module docstring)."""
+
+    def __init__(self, engine: Engine, prompt: list[int], evaluator: Evaluator, settings: RainSettings,
+                 sampling: SamplingSettings, stop: StopRule):
+        self.engine = engine
+        self.prompt = list(prompt)
+        self.evaluator = evaluator
+        self.settings = settings
+        self.sampling = sampling
+        self.stop = stop
+        self.rng = np.random.default_rng(sampling.seed)
+        self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
+        self.held: list[list[int]] = []  # clauses accepted with a lukewarm score, not shown yet
+        self.cache: dict[str, float] = {}
+        self.counts = {"drafts": 0, "accepted": 0, "held": 0, "rejected": 0, "rewinds": 0,
+                       "rewinds_further": 0, "search_phases": 0, "evaluations": 0, "cache_hits": 0,
+                       "searches": 0, "commits": 0, "early_stops": 0, "nodes_added": 0,
+                       "similarity_updates": 0, "embeddings": 0, "tree_rewinds": 0}
+        self.times = {"draft": 0.0, "check": 0.0, "search": 0.0}
+
+    @property
+    def shown(self) -> list[int]:
+        return self.stopper.state.tokens
+
+    def held_tokens(self) -> list[int]:
+        return [t for c in self.held for t in c]
+
+    def judge(self, tokens: list[int]) -> float:
+        text, _ = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
+        score = self.cache.get(text)
+        if score is None:
+            score = float(self.evaluator.score(text))
+            self.cache[text] = score
+            self.counts["evaluations"] += 1
+        else:
+            self.counts["cache_hits"] += 1
+        return score
+
+    def commit_tokens(self, tokens: list[int]) -> Commit | None:
+        kept, new = self.stopper.add(tokens)
+        if kept or new:
+            return Commit(tokens=list(kept), text=new)
+        return None
+
+    def release_held(self) -> Iterator[Commit]:
+        """Commit the held clauses (the rewind keeps them, or a confident clause follows them)."""
+        held, self.held = self.held, []
+        for clause in held:
+            if self.stopper.done:
+                break
+            ev = self.commit_tokens(clause)
+            if ev is not None:
+                yield ev
+
+    def search_phase(self, rejected: list[int], score: float,
+                     should_stop: Callable[[], bool] | None) -> Iterator[Commit | Step]:
+        """RAIN's tree search from the end of the shown text until it has committed one clause."""
+        s = self.settings
+        self.counts["search_phases"] += 1
+        rs = RainSearch(self.engine, self.prompt, self.evaluator, s, self.sampling, self.stop,
+                        prefix=list(self.shown), rng=self.rng, cache=self.cache)
+        self._seed_with_draft(rs, rejected, score)
+        committed: list[int] = []
+        sets = 0
+        try:
+            while not rs.stopper.done and not self.stopper.done and sets < max(s.search_max_sets, 1):
+                budget = rs.budget()
+                done = 0
+                while done < budget:
+                    if should_stop is not None and should_stop():
+                        return
+                    rs.search()
+                    done += 1
+                    yield rs.step_event(done)
+                    if rs.ready_to_commit():
+                        if done < budget:
+                            rs.early_stops += 1
+                        break
+                yield rs.step_event(done, committed=True)
+                result = rs.commit()
+                if result is None:
+                    break
+                node, _, _ = result
+                sets += 1
+                ev = self.commit_tokens(list(node.tokens))
+                if ev is not None:
+                    yield ev
+                committed.extend(node.tokens)
+                if any(self.engine.is_eog(t) for t in node.tokens):
+                    break
+                if any(d in self.engine.detokenize(committed) for d in s.rollout_delimiters):
+                    break
+        finally:
+            c = self.counts
+            c["searches"] += rs.searches
+            c["evaluations"] += rs.evaluations
+            c["cache_hits"] += rs.cache_hits
+            c["commits"] += rs.commits
+            c["early_stops"] += rs.early_stops
+            c["nodes_added"] += rs.nodes_added
+            c["similarity_updates"] += rs.similarity_updates
+            c["embeddings"] += rs.embeddings
+            c["tree_rewinds"] += rs.rewinds
+
+    def _seed_with_draft(self, rs: RainSearch, rejected: list[int], score: float) -> None:
+        """Expand the root and back the rejected draft's score up through the child it starts with."""
+        if not rejected:
+            return
+        remaining = self.stop.max_tokens - len(self.shown)
+        if remaining <= 0:
+            return
+        expand(rs.root, self.engine, self.prompt + list(self.shown), self.settings, self.rng, remaining=remaining)
+        first = next((c for c in rs.root.children if tuple(rejected[: len(c.tokens)]) == c.tokens), None)
+        if first is not None:
+            backup([rs.root, first], score, None, similarity=False, gamma=self.settings.gamma,
+                   threshold=self.settings.sim_threshold)
+
+    def stats(self, tokens_decoded: dict[str, int], wall: float) -> dict:
+        return {**self.counts, "answer_tokens": len(self.shown), "tokens_decoded": tokens_decoded,
+                "time": {**{k: round(v, 6) for k, v in self.times.items()}, "wall": round(wall, 6)}}
+
+
+def fast_generate(
+    engine: Engine,
+    prompt: list[int],
+    evaluator: Evaluator,
+    settings: RainSettings,
+    sampling: SamplingSettings,
+    stop: StopRule,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Commit | Step | Check | Rewind | Activity | Done]:
+    """Answer ``prompt`` by the fast loop, yielding events (``Commit`` for shown text, ``Check`` per judged
+    draft, ``Rewind`` per rejection, ``Step`` during tree searches, ``Activity`` as the loop changes what it
+    does, ``Done`` at the end); ``should_stop()`` ends the answer with ``stop_reason="interrupted"``."""
+    t_start = time.perf_counter()
+    start = dict(engine.counters)
+    fs = FastSearch(engine, prompt, evaluator, settings, sampling, stop)
+    s = settings
+    reason: str | None = None
+    while not fs.stopper.done:
+        if should_stop is not None and should_stop():
+            reason = "interrupted"
+            break
+        base = list(fs.shown) + fs.held_tokens()
+        if len(base) >= stop.max_tokens:
+            yield from fs.release_held()
+            break
+        yield Activity("drafting")
+        t0 = time.perf_counter()
+        limit = s.first_draft_tokens if not base else s.draft_max_tokens
+        clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
+                              max(limit, 1), fs.rng, should_stop)
+        t1 = time.perf_counter()
+        fs.times["draft"] += t1 - t0
+        if should_stop is not None and should_stop():
+            reason = "interrupted"
+            break
+        if not clause:
+            yield from fs.release_held()
+            break
+        fs.counts["drafts"] += 1
+        yield Activity("checking")
+        score = fs.judge(base + clause)
+        fs.times["check"] += time.perf_counter() - t1
+        text = engine.detokenize(clause)
+        if score >= s.accept:
+            fs.counts["accepted"] += 1
+            yield Check(text=text, score=score, verdict="accept")
+            yield from fs.release_held()
+            ev = fs.commit_tokens(clause)
+            if ev is not None:
+                yield ev
+            continue
+        if score >= s.hold:
+            fs.counts["held"] += 1
+            yield Check(text=text, score=score, verdict="hold")
+            fs.held.append(clause)
+            if engine.is_eog(clause[-1]) or len(base) + len(clause) >= stop.max_tokens:
+                yield from fs.release_held()
+            continue
+        fs.counts["rejected"] += 1
+        fs.counts["rewinds"] += 1
+        yield Check(text=text, score=score, verdict="reject")
+        if fs.held and score <= s.rewind_further:
+            dropped = engine.detokenize(fs.held_tokens())
+            fs.counts["rewinds_further"] += 1
+            fs.held = []
+            yield Rewind(dropped=dropped + text, further=True, score=score)
+            rejected: list[int] = []  # the draft no longer starts at the rewind point
+        else:
+            yield Rewind(dropped=text, further=False, score=score)
+            yield from fs.release_held()
+            rejected = clause
+        if fs.stopper.done:
+            break
+        yield Activity("searching")
+        t2 = time.perf_counter()
+        yield from fs.search_phase(rejected, score, should_stop)
+        fs.times["search"] += time.perf_counter() - t2
+        if should_stop is not None and should_stop():
+            reason = "interrupted"
+            break
+    tail = fs.stopper.flush()
+    if tail:
+        yield Commit(tokens=[], text=tail)
+    st = fs.stopper.state
+    yield Done(
+        tokens=list(st.tokens),
+        text=st.text,
+        stop_reason=reason or st.stop_reason or "eos",
+        stats=fs.stats(counter_delta(engine, start), time.perf_counter() - t_start),
+    )

@@ -1,0 +1,166 @@
+"""The fast profile's loop (draft a clause, judge it once, search where the judge objects) on the
+scripted fake engine: what it shows, when it rewinds and how far."""
+
+from rainlocal.search.events import Check, Commit, Done, Rewind, Step
+from rainlocal.search.fast import clause_ends, draft_clause, fast_generate
+from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule, profile_settings
+
+try:
+    from tests.fake_engine import FakeEngine, KeywordEvaluator, bigram_engine
+except ImportError:  # tests/ is not a package and the repo root is not on sys.path
+    from fake_engine import FakeEngine, KeywordEvaluator, bigram_engine
+
+PROMPT = [1, 2]
+VOCAB = ["<eos>", "<bos>", "Q", " Sure", ";", " here", " is", " the", " recipe", ".", " Sorry", ",", " I",
+         " cannot", " help", " Paris", " nice"]
+# Greedy answer: " Sure; here is the recipe." (two clauses); the harmless one: " Sorry, I cannot help."
+TABLE = {
+    None: {" Sure": 0.6, " Sorry": 0.4},
+    " Sure": {";": 1}, ";": {" here": 0.7, " Paris": 0.3}, " Paris": {" nice": 1}, " nice": {".": 1}, " here": {" is": 1}, " is": {" the": 1}, " the": {" recipe": 1},
+    " recipe": {".": 1}, ".": {"<eos>": 1},
+    " Sorry": {",": 1}, ",": {" I": 1}, " I": {" cannot": 1}, " cannot": {" help": 1}, " help": {".": 1},
+}
+
+
+def engine() -> FakeEngine:
+    return bigram_engine(VOCAB, TABLE, prompt_len=len(PROMPT), default={".": 1})
+
+
+class ScoreBy:
+    """The first rule whose word is in the judged text gives the score; otherwise ``default``."""
+
+    def __init__(self, rules: list[tuple[str, float]], default: float = 1.0):
+        self.rules = rules
+        self.default = default
+        self.calls: list[str] = []
+
+    def score(self, text: str) -> float:
+        self.calls.append(text)
+        return next((s for w, s in self.rules if w in text), self.default)
+
+
+def answer(evaluator, settings: RainSettings | None = None, max_tokens: int = 32, should_stop=None):
+    events = list(fast_generate(engine(), PROMPT, evaluator, settings or profile_settings("fast"),
+                                SamplingSettings(temp=0, seed=0), StopRule(max_tokens=max_tokens),
+                                should_stop=should_stop))
+    assert isinstance(events[-1], Done)
+    return events
+
+
+def of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_a_clause_ends_at_a_delimiter_even_with_trailing_spaces():
+    assert clause_ends("Sure, ", ",.;")
+    assert clause_ends("Paris.", ",.;")
+    assert not clause_ends("Paris is", ",.;")
+    assert not clause_ends("", ",.;")
+
+
+def test_draft_stops_at_the_first_delimiter_and_keeps_an_end_of_generation_token():
+    eng = engine()
+    rng = __import__("numpy").random.default_rng(0)
+    first = draft_clause(eng, PROMPT, [], SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
+    assert eng.detokenize(first) == " Sure;"
+    rest = draft_clause(eng, PROMPT, first, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
+    assert eng.detokenize(rest) == " here is the recipe."
+    end = draft_clause(eng, PROMPT, first + rest, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
+    assert end == [0]  # <eos> alone: the answer ends
+
+
+def test_draft_is_cut_at_the_token_limit():
+    eng = engine()
+    rng = __import__("numpy").random.default_rng(0)
+    base = eng.ids(" Sure", ";")
+    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 2, rng)
+    assert eng.detokenize(toks) == " here is"
+
+
+def test_accepted_clauses_are_shown_as_drafted_without_any_search():
+    ev = answer(ScoreBy([], default=0.9))
+    done = ev[-1]
+    assert done.text == " Sure; here is the recipe."
+    assert done.stop_reason == "eos"
+    assert [c.verdict for c in of(ev, Check)] == ["accept", "accept", "accept"]
+    assert of(ev, Rewind) == [] and of(ev, Step) == []
+    assert done.stats["searches"] == 0
+    assert done.stats["evaluations"] == 3  # one per clause (the last clause is the end token alone)
+    assert done.stats["tokens_decoded"]["generate"] == 0 and done.stats["tokens_decoded"]["draft"] > 0
+
+
+def test_a_rejected_clause_is_rewound_to_its_start_and_replaced_by_the_search():
+    ev = answer(KeywordEvaluator(bad=["Sure"]))
+    done = ev[-1]
+    assert done.text == " Sorry, I cannot help."
+    checks = of(ev, Check)
+    assert checks[0].verdict == "reject" and checks[0].text == " Sure;"
+    rewinds = of(ev, Rewind)
+    assert len(rewinds) == 1 and not rewinds[0].further and rewinds[0].dropped == " Sure;"
+    assert done.stats["search_phases"] == 1 and done.stats["searches"] >= 2
+    assert "Sure" not in "".join(c.text for c in of(ev, Commit))  # rejected text is never shown
+
+
+def test_the_rejected_draft_counts_as_evidence_against_its_first_token():
+    """The search's first root child visit comes from the rejected draft, not from a new search."""
+    evaluator = KeywordEvaluator(bad=["Sure"])
+    ev = answer(evaluator)
+    first_step = of(ev, Step)[0]
+    sure = next(c for c in first_step.candidates if c.text == " Sure")
+    assert sure.fn >= 1 and sure.q < 0
+
+
+def test_a_lukewarm_clause_is_held_back_until_a_confident_one_follows():
+    ev = answer(ScoreBy([("recipe", 0.9), ("Sure", 0.1)]))
+    checks = of(ev, Check)
+    assert [c.verdict for c in checks[:2]] == ["hold", "accept"]
+    shown = [c.text for c in of(ev, Commit) if c.text]
+    # Nothing was shown before the confident clause: the held clause came out together with it.
+    first_commit = next(i for i, e in enumerate(ev) if isinstance(e, Commit) and e.text)
+    accept_at = next(i for i, e in enumerate(ev) if isinstance(e, Check) and e.verdict == "accept")
+    assert first_commit > accept_at
+    assert "".join(shown) == " Sure; here is the recipe."
+
+
+def test_a_clearly_bad_clause_after_a_held_one_rewinds_further_back():
+    ev = answer(ScoreBy([("recipe", -1.0), ("Sure", 0.1)]))
+    done = ev[-1]
+    rewinds = of(ev, Rewind)
+    assert rewinds[0].further and rewinds[0].dropped == " Sure; here is the recipe."
+    assert done.stats["rewinds_further"] == 1
+    assert done.text == " Sorry, I cannot help."
+    assert "Sure" not in done.text
+
+
+def test_a_mildly_bad_clause_keeps_the_held_one_and_rewinds_only_to_its_own_start():
+    ev = answer(ScoreBy([("recipe", -0.2), ("Sure", 0.1)]))
+    rewinds = of(ev, Rewind)
+    assert not rewinds[0].further and rewinds[0].dropped == " here is the recipe."
+    assert ev[-1].text == " Sure; Paris nice."  # the held clause was committed when the rewind kept it
+
+
+def test_the_length_limit_ends_the_answer_inside_a_clause():
+    ev = answer(ScoreBy([], default=0.9), max_tokens=4)
+    assert ev[-1].stop_reason == "length"
+    assert len(ev[-1].tokens) == 4
+
+
+def test_should_stop_ends_with_interrupted_keeping_what_was_shown():
+    calls = {"n": 0}
+
+    def stop_after_first_clause():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    ev = answer(ScoreBy([], default=0.9), should_stop=stop_after_first_clause)
+    assert ev[-1].stop_reason == "interrupted"
+    assert ev[-1].text == "".join(c.text for c in of(ev, Commit))
+
+
+def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants():
+    from rainlocal.search.settings import DEFAULT_PROFILE
+
+    assert DEFAULT_PROFILE == "fast"
+    fast, paper = profile_settings("fast"), profile_settings("paper")
+    assert fast.loop == "draft" and fast.score == "soft"
+    assert (paper.loop, paper.T, paper.T_m, paper.V, paper.c, paper.score) == ("tree", 50, 6, 0.8, 2.0, "vote")
