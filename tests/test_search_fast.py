@@ -39,8 +39,13 @@ class ScoreBy:
         return next((s for w, s in self.rules if w in text), self.default)
 
 
+#: The fast profile on raw scores with round thresholds, so each test states the score that decides.
+RAW = profile_settings("fast").with_overrides(
+    {"calibrate": False, "accept": 0.3, "hold": 0.0, "rewind_further": -0.5, "V": 0.5})
+
+
 def answer(evaluator, settings: RainSettings | None = None, max_tokens: int = 32, should_stop=None):
-    events = list(fast_generate(engine(), PROMPT, evaluator, settings or profile_settings("fast"),
+    events = list(fast_generate(engine(), PROMPT, evaluator, settings or RAW,
                                 SamplingSettings(temp=0, seed=0), StopRule(max_tokens=max_tokens),
                                 should_stop=should_stop))
     assert isinstance(events[-1], Done)
@@ -155,6 +160,35 @@ def test_should_stop_ends_with_interrupted_keeping_what_was_shown():
     ev = answer(ScoreBy([], default=0.9), should_stop=stop_after_first_clause)
     assert ev[-1].stop_reason == "interrupted"
     assert ev[-1].text == "".join(c.text for c in of(ev, Commit))
+
+
+def test_calibrated_scores_measure_against_a_refusal_and_compliance_to_the_same_request():
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR, Calibrated
+
+    raw = {REFUSAL_ANCHOR: -0.1, COMPLIANCE_ANCHOR: -0.5, "fine": -0.1, "half": -0.3, "awful": -0.9}
+    cal = Calibrated(ScoreBy([]), spread_floor=0.2)
+    cal.evaluator.score = lambda text: raw[text]
+    assert abs(cal.score("half") + 0.5) < 1e-9  # halfway between refusing (0) and complying (-1)
+    assert cal.score("fine") == 0.0
+    assert cal.score("awful") == -1.0  # clipped
+
+
+def test_a_judge_that_cannot_tell_refusal_from_compliance_is_not_magnified():
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR, Calibrated
+
+    raw = {REFUSAL_ANCHOR: -0.10, COMPLIANCE_ANCHOR: -0.12, "draft": -0.14}
+    cal = Calibrated(ScoreBy([]), spread_floor=0.2)
+    cal.evaluator.score = lambda text: raw[text]
+    assert abs(cal.score("draft") - (-0.2)) < 1e-9  # (-0.14 + 0.10) / 0.2, not / 0.02
+
+
+def test_calibrated_fast_profile_rejects_a_clause_judged_like_compliance():
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR
+
+    judge = ScoreBy([(REFUSAL_ANCHOR, 0.6), (COMPLIANCE_ANCHOR, -0.6), ("Sure", -0.5)], default=0.5)
+    ev = answer(judge, settings=profile_settings("fast"))
+    assert of(ev, Check)[0].verdict == "reject"
+    assert ev[-1].text == " Sorry, I cannot help."
 
 
 def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants():

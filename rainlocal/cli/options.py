@@ -101,6 +101,17 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
     if model.ctx_size < 0:
         raise UsageError("-c/--ctx-size must be 0 or more")
     profile = _pick(opts.get("profile"), d, "profile", DEFAULT_PROFILE)
+    rain = rain_settings(opts, profile, cfg)
+    objective = _pick(opts.get("objective"), d, "objective", PROFILE_OBJECTIVE.get(profile, "harmless"))
+    mode = "vanilla" if opts.get("vanilla") else str(d.get("mode", "rain"))
+    gen = GenerationSettings(mode=mode, sampling=sampling, rain=rain, profile=profile, objective=objective)
+    system = _pick(opts.get("system"), d, "system", None)
+    return model, gen, system
+
+
+def rain_settings(opts: dict[str, Any], profile: str, cfg: dict[str, Any] | None = None):
+    """The RAIN settings of ``profile`` with config.toml's ``[rain]`` and the command line's flags applied."""
+    cfg = load_user_config() if cfg is None else cfg
     try:
         rain = profile_settings(profile)
         rain = rain.with_overrides(cfg.get("rain", {}))
@@ -113,14 +124,9 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
         key, value = item.split("=", 1)
         flags[key.strip()] = value.strip()
     try:
-        rain = rain.with_overrides(flags)
+        return rain.with_overrides(flags)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    objective = _pick(opts.get("objective"), d, "objective", PROFILE_OBJECTIVE.get(profile, "harmless"))
-    mode = "vanilla" if opts.get("vanilla") else str(d.get("mode", "rain"))
-    gen = GenerationSettings(mode=mode, sampling=sampling, rain=rain, profile=profile, objective=objective)
-    system = _pick(opts.get("system"), d, "system", None)
-    return model, gen, system
 
 
 def pass_options(f: Callable) -> Callable:

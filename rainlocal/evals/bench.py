@@ -2,25 +2,29 @@
 
 Method (also in the README, "Benchmarks"):
 
-* the same prompts (the first N of the HH dev split, or ``--data``), the same loaded engine, the same
-  ``Generator`` and stopping rule, seed and max tokens for every strategy;
-* strategies run one after another over all prompts: vanilla, RAIN, then best-of-N if asked (so the
-  process's peak memory after vanilla is vanilla's own);
+* the same prompts (the first N of the HH dev split, or of ``--data``: any HH, AdvBench or XSTest
+  file; a file with prompt types is sampled round-robin over its types), the same loaded engine, the
+  same ``Generator`` and stopping rule, seed and max tokens for every strategy;
+* strategies (``--strategies``: vanilla, any RAIN profile such as fast and paper, best-of-n) run one
+  after another over all prompts, in the order given (so the process's peak memory after the first
+  strategy is its own);
 * before each strategy the engine's branches and logits cache are cleared and the self-evaluation's
   fixed prompt prefix is decoded once, untimed (a long-running process pays it once per model), so
   no strategy profits from another's cache;
-* per answer: wall time around the whole answer (prompt decode included), the engine's tokens
-  decoded by phase on every engine involved, the time and calls spent inside ``llama_decode`` of the
-  main contexts (embeddings excluded), and the strategy's own counters.
+* per answer: wall time around the whole answer (prompt decode included), the time to the first
+  committed text (prompt decode included), the engine's tokens decoded by phase on every engine
+  involved, the time and calls spent inside ``llama_decode``, and the strategy's own counters.
 
-Reported per strategy: answers, answer tokens, wall seconds, seconds per answer token, tokens
-decoded per answer token (by phase; the prompt phase is left out of "work"), the self-evaluation
-cache hit rate (RAIN: searches whose judged text was already scored; best-of-N: repeated samples),
-peak RSS; and the RAIN/vanilla (and best-of-N/vanilla) ratios of the same run.
+Reported per strategy: answers, answer tokens, wall seconds, seconds per answer token, time to the
+first committed text (median and max), tokens decoded per answer token (by phase; the prompt phase
+is left out of "work"), the mean decode batch width (tokens per ``llama_decode`` call), the
+self-evaluation cache hit rate (RAIN: searches whose judged text was already scored; best-of-N:
+repeated samples), peak RSS; and each strategy's ratios to vanilla in the same run.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 from typing import Any, Callable
@@ -52,6 +56,8 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
     evals = sum(r.get("evaluations") or 0 for r in runs)
     hits = sum(r.get("cache_hits") or 0 for r in runs)
     decode_s = sum(r.get("decode_s", 0.0) for r in runs)
+    calls = sum(r.get("decode_calls", 0) for r in runs)
+    ttft = [r["first_commit_s"] for r in runs if r.get("first_commit_s") is not None]
     per_token = {k: _ratio(v, tokens) for k, v in sorted(phases.items()) if k != "prompt"}
     per_token["total"] = _ratio(work, tokens)
     stops: dict[str, int] = {}
@@ -67,7 +73,10 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_decoded_per_answer_token": per_token,
         "decode_s": round(decode_s, 4),
         "decode_share": _ratio(decode_s, wall),
-        "decode_calls": sum(r.get("decode_calls", 0) for r in runs),
+        "decode_calls": calls,
+        "decode_batch_width": _ratio(sum(phases.values()), calls),
+        "first_commit_s_median": round(statistics.median(ttft), 4) if ttft else None,
+        "first_commit_s_max": round(max(ttft), 4) if ttft else None,
         "evaluations": evals,
         "eval_cache_hits": hits,
         "eval_cache_hit_rate": _ratio(hits, evals + hits) if (evals + hits) else None,
@@ -78,12 +87,18 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]]]], settings: GenerationSettings, *,
+              strategies_settings: dict[str, GenerationSettings] | None = None,
               best_of: tuple[bool, int | None] = (False, None), best_of_max: int = 32,
               on_answer: Callable[[str, str, float], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run every strategy over ``prompts`` ((id, messages) pairs) and return the bench result."""
+    """Run every strategy over ``prompts`` ((id, messages) pairs) and return the bench result.
+
+    ``strategies_settings`` maps strategy names to their settings, in run order ("vanilla" first; the
+    default: vanilla and RAIN with ``settings``); best-of-N (``best_of``) runs last, matched to the
+    work of the last RAIN strategy before it."""
     strategies: dict[str, dict[str, Any]] = {}
-    order = ["vanilla", "rain"] + (["best-of-n"] if best_of[0] else [])
+    plan = dict(strategies_settings or {"vanilla": replace(settings, mode="vanilla"), "rain": replace(settings, mode="rain")})
+    order = list(plan) + (["best-of-n"] if best_of[0] else [])
     rain_work: dict[str, int] = {}
     engines = engines_of(generator)
 
@@ -92,7 +107,7 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 sum(int(getattr(e, "decode_calls", 0)) for e in engines))
 
     for name in order:
-        fresh_start(generator, settings)
+        fresh_start(generator, plan.get(name, settings))
         runs = []
         for pid, messages in prompts:
             d0 = decode_clock()
@@ -103,7 +118,7 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                                  match_work=None if fixed is not None else max(1, rain_work.get(pid, 1)),
                                  max_n=best_of_max, should_stop=should_stop)
             else:
-                done = run_answer(generator, messages, replace(settings, mode=name), should_stop)
+                done = run_answer(generator, messages, plan[name], should_stop)
             wall = time.perf_counter() - t0
             d1 = decode_clock()
             if done.stop_reason == "interrupted":
@@ -119,31 +134,37 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 "cache_hits": st.get("cache_hits"),
                 "decode_s": round(d1[0] - d0[0], 4),
                 "decode_calls": d1[1] - d0[1],
+                "first_commit_s": (st.get("timings") or {}).get("first_commit_s") if done.tokens else None,
             }
-            for k in ("searches", "early_stops", "rewinds", "n"):
+            for k in ("searches", "early_stops", "rewinds", "n", "drafts", "rejected", "rewinds_further",
+                      "similarity_updates", "nodes_added"):
                 if k in st:
                     run[k] = st[k]
             run["work"] = work_of(run["tokens_decoded"])
-            if name == "rain":
+            if name != "vanilla":
                 rain_work[pid] = run["work"]
             runs.append(run)
             if on_answer:
                 on_answer(name, pid, wall)
         summary = summarize_strategy(runs)
         summary["peak_rss_mb"] = peak_rss_mb()
-        if name == "vanilla":
+        if plan.get(name) is not None and plan[name].mode == "vanilla":
             summary["evaluations"] = None
             summary["eval_cache_hits"] = None
         strategies[name] = summary
     ratios: dict[str, dict[str, float | None]] = {}
+    if "vanilla" not in strategies:
+        return {"method": METHOD, "strategies": strategies, "ratios": ratios}
     va = strategies["vanilla"]
-    for name in order[1:]:
+    for name in [n for n in order if n != "vanilla"]:
         s = strategies[name]
         ratios[f"{name}/vanilla"] = {
             "wall": _ratio(s["wall_s"], va["wall_s"]),
             "s_per_answer_token": _ratio(s["s_per_answer_token"], va["s_per_answer_token"]),
             "tokens_decoded_per_answer_token": _ratio(s["tokens_decoded_per_answer_token"]["total"],
                                                       va["tokens_decoded_per_answer_token"]["total"]),
+            "first_commit_median": _ratio(s["first_commit_s_median"], va["first_commit_s_median"]),
+            "first_commit_max": _ratio(s["first_commit_s_max"], va["first_commit_s_max"]),
         }
     return {"method": METHOD, "strategies": strategies, "ratios": ratios}
 
@@ -153,6 +174,7 @@ def render_text(result: dict[str, Any]) -> str:
     strategies = result["strategies"]
     names = list(strategies)
     label = {"vanilla": "vanilla", "rain": "RAIN", "best-of-n": "best-of-N"}
+    label = {n: label.get(n, n) for n in names}
 
     def fmt(x: Any) -> str:
         if x is None:
@@ -162,9 +184,11 @@ def render_text(result: dict[str, Any]) -> str:
         return str(x)
 
     rows = [("answers", "answers"), ("answer tokens", "answer_tokens"), ("wall s", "wall_s"),
-            ("s / answer token", "s_per_answer_token"), ("tokens decoded / answer token", None),
+            ("s / answer token", "s_per_answer_token"), ("first commit s, median", "first_commit_s_median"),
+            ("first commit s, max", "first_commit_s_max"), ("tokens decoded / answer token", None),
             ("eval cache hit rate", "eval_cache_hit_rate"), ("llama_decode share of wall", "decode_share"),
-            ("llama_decode calls", "decode_calls"), ("peak RSS MB", "peak_rss_mb")]
+            ("llama_decode calls", "decode_calls"), ("decode batch width", "decode_batch_width"),
+            ("peak RSS MB", "peak_rss_mb")]
     phases = sorted({p for n in names for p in strategies[n]["tokens_decoded_per_answer_token"] if p != "total"})
     table: list[list[str]] = [[""] + [label[n] for n in names]]
     for title, key in rows:
@@ -178,7 +202,8 @@ def render_text(result: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table]
     for k, r in result["ratios"].items():
         lines.append("")
-        lines.append(f"{k.replace('rain', 'RAIN').replace('best-of-n', 'best-of-N')}: wall x{fmt(r['wall'])}, "
+        lines.append(f"{k.replace('best-of-n', 'best-of-N')}: wall x{fmt(r['wall'])}, "
                      f"s per answer token x{fmt(r['s_per_answer_token'])}, "
-                     f"tokens decoded per answer token x{fmt(r['tokens_decoded_per_answer_token'])}")
+                     f"tokens decoded per answer token x{fmt(r['tokens_decoded_per_answer_token'])}, "
+                     f"first commit x{fmt(r['first_commit_median'])} (median), x{fmt(r['first_commit_max'])} (max)")
     return "\n".join(lines) + "\n"

@@ -136,6 +136,73 @@ def _load_advbench(path: Path, suffix: str | None) -> list[Item]:
     return items
 
 
+def _load_xstest(path: Path) -> list[Item]:
+    items = []
+    for i, row in _csv_rows(path, ("prompt", "type", "label")):
+        prompt = (row.get("prompt") or "").strip()
+        if not prompt:
+            continue
+        items.append(Item(id=(row.get("id") or f"xs-{i:03d}").strip(), messages=[{"role": "user", "content": prompt}],
+                          extra={"type": (row.get("type") or "").strip(), "label": (row.get("label") or "").strip()}))
+    return items
+
+
+def prompt_file_kind(path: Path) -> str:
+    """Which loader reads ``path``: hh (JSONL), or by the CSV header advbench, xstest or truthfulqa."""
+    if path.suffix.lower() in (".jsonl", ".json"):
+        return "hh"
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    if "goal" in header:
+        return "advbench"
+    if "prompt" in header and "label" in header:
+        return "xstest"
+    if "Question" in header:
+        return "truthfulqa"
+    raise UsageError(f"{path}: not a prompt file rainlocal knows (HH JSONL, or an AdvBench, XSTest or "
+                     f"TruthfulQA CSV); found columns: {', '.join(header) or 'none'}")
+
+
+def load_prompts(path: Path, *, label: str | None = None) -> list[Item]:
+    """Every prompt of any known prompt file (``label`` keeps only XSTest rows with that label)."""
+    kind = prompt_file_kind(path)
+    if kind == "xstest":
+        try:
+            items = _load_xstest(path)
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path}: not UTF-8 text ({e})") from None
+    else:
+        items = load_suite(kind, path)
+    if label is not None:
+        if kind != "xstest":
+            raise UsageError("--label applies to XSTest files only")
+        items = [it for it in items if it.extra.get("label") == label]
+        if not items:
+            raise UsageError(f"{path} holds no prompts labelled {label!r}")
+    return items
+
+
+def spread_over_types(items: list[Item], n: int) -> list[Item]:
+    """``n`` items taken round-robin over their ``type`` (file order within a type), so a small sample
+    covers every kind of prompt of a file sorted by type; items without types: the first ``n``."""
+    types: dict[str, list[Item]] = {}
+    for it in items:
+        types.setdefault(str(it.extra.get("type", "")), []).append(it)
+    if len(types) <= 1:
+        return items[:n]
+    out: list[Item] = []
+    depth = 0
+    while len(out) < n and any(depth < len(v) for v in types.values()):
+        for group in types.values():
+            if depth < len(group) and len(out) < n:
+                out.append(group[depth])
+        depth += 1
+    return out
+
+
 def _split_answers(text: str | None) -> list[str]:
     return [a.strip() for a in (text or "").split(";") if a.strip()]
 

@@ -375,8 +375,25 @@ class SelfEvaluator:
         if cached is not None:
             self.cache_hits += 1
             return cached
-        seqs = self.sequences(answer_text)
-        rows = self.engine.logprobs(seqs, phase="judge")
+        return self.judge_many([answer_text])[0]
+
+    def judge_many(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """``judge_probs`` of several answers with ONE engine call (their shared prefix decoded once)."""
+        found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        if todo:
+            seqs = [self.sequences(t) for t in todo]
+            rows = self.engine.logprobs([q for pair in seqs for q in pair], phase="judge")
+            k = 0
+            for t, pair in zip(todo, seqs):
+                found[t] = self._store(t, rows[k:k + len(pair)])
+                k += len(pair)
+        return [found[t] for t in texts]
+
+    def score_many(self, texts: Sequence[str]) -> list[float]:
+        return [float(r["score"]) for r in self.judge_many(texts)]
+
+    def _store(self, answer_text: str, rows: Sequence[np.ndarray]) -> dict[str, Any]:
         self.calls += 1
         good_name, bad_name = _letter_names(self.objective.kind)
         orders = []

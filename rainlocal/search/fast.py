@@ -9,7 +9,9 @@ rejects, so a benign answer costs little more than plain decoding. One answer:
    ``draft_max_tokens`` (``first_draft_tokens`` for the answer's first clause, so its first words come
    quickly) or the length limit.
 2. **Check**: self-evaluate "answer so far + held clauses + draft" once, with the same judge prompt and
-   score the tree search uses (scores cached by text). ``s >= accept``: commit the draft and any held
+   score the tree search uses (scores cached by text); with ``calibrate`` (the fast profile) the score is
+   measured against the judge's scores of a plain refusal and plain compliance to the same request
+   (``Calibrated``: 0 = as good as refusing, -1 = as bad as complying), judged with the first draft. ``s >= accept``: commit the draft and any held
    clauses (they are shown). ``hold <= s < accept``: keep the draft but hold it back (not shown); the
    next check decides. ``s < hold``: reject it.
 3. **Rewind** on a rejected clause: to the clause's start, committing the held clauses before it; or,
@@ -20,7 +22,9 @@ rejects, so a benign answer costs little more than plain decoding. One answer:
    self-evaluate, expand, back up with similarity updates, dynamic node addition) and the profile's
    budget ``T``, ``min_searches``, ``T_m``, ``V``. The rejected draft is the first search's evidence: the
    root child it starts with is backed up with its score, as a search whose rollout was the draft. Token-set
-   depths count from the rewind point (1, 2, 4, 10 tokens). Committed sets are shown at once; after the
+   depths count from the rewind point (1, 2, 4, 10 tokens). A step commits the most visited child among
+   those whose value passes ``accept`` (``commit = "value"``; none passes: the best valued), so the
+   search keeps the likeliest acceptable text rather than the most refusal-like one. Committed sets are shown at once; after the
    committed text completes a clause (or ``search_max_sets`` sets) the loop drafts again.
 """
 
@@ -72,6 +76,49 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
     return out
 
 
+#: Anchors the fast profile measures drafts against, judged once per answer with the first draft.
+REFUSAL_ANCHOR = "I'm sorry, but I can't help with that."
+COMPLIANCE_ANCHOR = "Sure, here is how to do it. First,"
+
+
+class Calibrated:
+    """Scores relative to the judge's own view of this conversation: 0 = as good as a plain refusal,
+    -1 = as bad as plain compliance (``(s - s_refusal) / max(s_refusal - s_compliance, spread_floor)``,
+    clipped to [-1, 1]).
+
+    Why: a small judge's raw score moves with the request's topic far more than with the reply (on
+    qwen2.5-coder-0.5b every reply to every XSTest prompt scored between -0.25 and -0.05), so a fixed
+    threshold either accepts everything or rejects everything. Measured against two replies to the same
+    request, the topic cancels; the floor keeps a judge that sees no difference between refusing and
+    complying (a benign request) from magnifying noise."""
+
+    def __init__(self, evaluator: Evaluator, spread_floor: float):
+        self.evaluator = evaluator
+        self.spread_floor = spread_floor
+        self.refusal: float | None = None
+        self.compliance: float | None = None
+
+    def prime(self, text: str) -> float:
+        """Score ``text`` together with the anchors (one judge call where the evaluator can batch)."""
+        many = getattr(self.evaluator, "score_many", None)
+        if many is not None:
+            self.refusal, self.compliance, raw = many([REFUSAL_ANCHOR, COMPLIANCE_ANCHOR, text])
+        else:
+            self.refusal = float(self.evaluator.score(REFUSAL_ANCHOR))
+            self.compliance = float(self.evaluator.score(COMPLIANCE_ANCHOR))
+            raw = self.evaluator.score(text)
+        return self._scale(float(raw))
+
+    def score(self, text: str) -> float:
+        if self.refusal is None:
+            return self.prime(text)
+        return self._scale(float(self.evaluator.score(text)))
+
+    def _scale(self, raw: float) -> float:
+        spread = max((self.refusal or 0.0) - (self.compliance or 0.0), self.spread_floor)
+        return float(min(1.0, max(-1.0, (raw - (self.refusal or 0.0)) / spread)))
+
+
 class FastSearch:
     """The state of one fast answer: shown answer, held clauses, counters (see the module docstring)."""
 
@@ -79,7 +126,7 @@ class FastSearch:
                  sampling: SamplingSettings, stop: StopRule):
         self.engine = engine
         self.prompt = list(prompt)
-        self.evaluator = evaluator
+        self.evaluator = Calibrated(evaluator, settings.spread_floor) if settings.calibrate else evaluator
         self.settings = settings
         self.sampling = sampling
         self.stop = stop

@@ -220,12 +220,12 @@ class RainSearch:
     # ---- the outer loop -------------------------------------------------------------------------
     def ready_to_commit(self) -> bool:
         """The early-stop rule: most-visited root child with ``fn > T_m`` and ``q > V``."""
-        return early_stop(self.root, self.settings.T_m, self.settings.V, self.settings.commit)
+        return early_stop(self.root, self.settings.T_m, self.settings.V, self.settings.commit, self.settings.accept)
 
     def commit(self) -> tuple[Node, list[int], str] | None:
         """Commit the most-visited root child (``commit="value"``: the best valued) and re-root at it;
         returns (node, tokens kept, new text)."""
-        child = chosen(self.root, self.settings.commit)
+        child = chosen(self.root, self.settings.commit, self.settings.accept)
         if child is None:
             return None
         kept, new = self.stopper.add(child.tokens)
@@ -240,7 +240,7 @@ class RainSearch:
         return node.text
 
     def step_event(self, searches: int, *, committed: bool = False) -> Step:
-        best = chosen(self.root, self.settings.commit)
+        best = chosen(self.root, self.settings.commit, self.settings.accept)
         return Step(
             searches=searches,
             evaluations=self.evaluations,

@@ -56,26 +56,27 @@ def most_visited(node: Node) -> Node | None:
     return best
 
 
-def best_valued(node: Node) -> Node | None:
-    """The fast profile's commit: the visited child with the highest value ``q`` (ties: more visits).
+def best_valued(node: Node, floor: float = -1.0) -> Node | None:
+    """The fast profile's commit: the most visited child whose value passes ``floor`` (ties: higher q);
+    when none does, the visited child with the highest value.
 
-    With a budget of a few searches, visit counts mostly follow the prior; the value is the judge's word.
-    Falls back to the most visited child when no child was visited."""
-    best: Node | None = None
-    for child in node.children:
-        if child.fn < 1:
-            continue
-        if best is None or child.q > best.q or (child.q == best.q and child.n > best.n):
-            best = child
-    return best if best is not None else most_visited(node)
-
-
-def chosen(node: Node, rule: str = "visits") -> Node | None:
-    """The child a commit takes: ``visits`` (paper: most visited) or ``value`` (fast: best valued)."""
-    return best_valued(node) if rule == "value" else most_visited(node)
+    With a budget of a few searches, visit counts mostly follow the prior and say nothing about the judge;
+    among acceptable children the prior still picks the likeliest text. No child visited: the most visited."""
+    ok = [c for c in node.children if c.fn >= 1 and c.q >= floor]
+    if ok:
+        return max(ok, key=lambda c: (c.n, c.q))
+    visited = [c for c in node.children if c.fn >= 1]
+    if visited:
+        return max(visited, key=lambda c: (c.q, c.n))
+    return most_visited(node)
 
 
-def early_stop(node: Node, T_m: int, V: float, rule: str = "visits") -> bool:
+def chosen(node: Node, rule: str = "visits", floor: float = -1.0) -> Node | None:
+    """The child a commit takes: ``visits`` (paper: most visited) or ``value`` (``best_valued``)."""
+    return best_valued(node, floor) if rule == "value" else most_visited(node)
+
+
+def early_stop(node: Node, T_m: int, V: float, rule: str = "visits", floor: float = -1.0) -> bool:
     """True when the child a commit would take has more than ``T_m`` real visits and value above ``V``."""
-    best = chosen(node, rule)
+    best = chosen(node, rule, floor)
     return best is not None and best.fn > T_m and best.q > V

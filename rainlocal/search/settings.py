@@ -52,6 +52,8 @@ class RainSettings:
     commit: str = "visits"  # the root child a step commits: "visits" (paper) or "value" (best q among visited)
     draft_max_tokens: int = 24  # a drafted clause ends at a delimiter or after this many tokens
     first_draft_tokens: int = 8  # ... the answer's first clause after this many (the first words come sooner)
+    calibrate: bool = False  # score against a plain refusal and plain compliance to the same request (fast.Calibrated)
+    spread_floor: float = 0.2  # ... dividing by at least this refusal-compliance spread
     accept: float = 0.3  # a clause scoring at least this is committed and shown
     hold: float = 0.0  # one scoring in [hold, accept) is kept but held back; below hold it is rejected
     rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
@@ -91,7 +93,8 @@ class RainSettings:
 #: (search/fast.py); ``paper`` is the reference code's HH constants, and ``harmless``, ``adversarial``
 #: and ``truthful`` are the reference code's constants per experiment (``harmless`` = ``paper``).
 PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"loop": "draft", "commit": "value", "score": "soft", "T": 6, "min_searches": 2, "T_m": 2, "V": 0.5},
+    "fast": {"loop": "draft", "commit": "value", "score": "soft", "calibrate": True, "accept": -0.5,
+             "hold": -0.75, "rewind_further": -0.9, "T": 6, "min_searches": 2, "T_m": 2, "V": -0.25},
     "paper": {},
     "harmless": {},
     "adversarial": {"T_m": 5, "cand_temp": 2.0, "cand_tries": 19},
