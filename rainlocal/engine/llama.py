@@ -118,7 +118,7 @@ class LlamaEngine:
         n_gpu_layers: int = -1,
         n_threads: int | None = None,
         seed: int = 0,
-        n_seq: int = 32,
+        n_seq: int = 128,
         pool_factor: float = 1.5,
         verbose: bool = False,
     ):
@@ -353,9 +353,7 @@ class LlamaEngine:
             keys = list(todo)
             # Requests that share a long prefix no cached branch holds (e.g. the judge's two option
             # orders) would each decode it; decode the shared part once first.
-            shared = self._shared_prefixes(keys)
-            if shared:
-                self._decode_group(shared, phase)
+            self._decode_shared(keys, phase)
             # Bound how many distinct branches go into one decode (each needs its own slot).
             group = max(1, self.n_seq - 2)
             for start in range(0, len(keys), group):
@@ -364,6 +362,17 @@ class LlamaEngine:
                     for i in todo[key]:
                         results[i] = lp
         return results  # type: ignore[return-value]
+
+    def _decode_shared(self, keys: list[tuple[int, ...]], phase: str) -> None:
+        """Decode the prefixes several requests share (and no branch holds) once, the longest-shared
+        first by recursion: e.g. three judged texts share the judge's prompt, and each text's two option
+        orders share the text; without the recursion each text's shared part would decode the prompt again."""
+        shared = self._shared_prefixes(keys)
+        if shared:
+            self._decode_shared(shared, phase)
+            shared = [k for k in shared if k not in self._logits_cache]
+            if shared:
+                self._decode_group(shared, phase)
 
     def _shared_prefixes(self, keys: list[tuple[int, ...]], min_gain: int = 8) -> list[tuple[int, ...]]:
         if len(keys) < 2:
