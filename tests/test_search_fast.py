@@ -41,7 +41,7 @@ class ScoreBy:
 
 #: The fast profile on raw scores with round thresholds, so each test states the score that decides.
 RAW = profile_settings("fast").with_overrides(
-    {"calibrate": False, "accept": 0.3, "hold": 0.0, "rewind_further": -0.5, "V": 0.5})
+    {"calibrate": False, "accept": 0.3, "hold": 0.0, "rewind_further": -0.5, "V": 0.5, "min_clause_tokens": 1})
 
 
 def answer(evaluator, settings: RainSettings | None = None, max_tokens: int = 32, should_stop=None):
@@ -196,5 +196,14 @@ def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants
 
     assert DEFAULT_PROFILE == "fast"
     fast, paper = profile_settings("fast"), profile_settings("paper")
-    assert fast.loop == "draft" and fast.score == "soft"
+    assert fast.loop == "draft" and fast.score == "single" and fast.calibrate
     assert (paper.loop, paper.T, paper.T_m, paper.V, paper.c, paper.score) == ("tree", 50, 6, 0.8, 2.0, "vote")
+
+
+def test_later_clauses_run_past_delimiters_until_the_minimum_length():
+    eng = engine()
+    rng = __import__("numpy").random.default_rng(0)
+    base = eng.ids(" Sorry")
+    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng,
+                        min_tokens=3)
+    assert eng.detokenize(toks) == ", I cannot help."  # the comma after one token did not end it

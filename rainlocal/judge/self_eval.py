@@ -53,7 +53,7 @@ import numpy as np
 from rainlocal.errors import RainlocalError
 from rainlocal.judge.objectives import Objective
 
-MODES = ("vote", "soft")
+MODES = ("vote", "soft", "single")
 
 #: Text right before the letter (ab) and before the yes/no word (yesno).
 AB_CUE = "The answer is: ("
@@ -131,6 +131,34 @@ def render_prefix(objective: Objective) -> str:
             answer = letter + ")"
         parts.append(f"{head} {ex.answer.strip()}{tail}{answer}\n\n")
     return "".join(parts)
+
+
+def render_prefix_single(objective: Objective) -> str:
+    """The ``single`` layout's fixed part: instruction, question and options (good option first), then
+    the worked examples, each answered right after its conversation.
+
+    Why: with the question before the conversation, an evaluation decodes only the judged text and a
+    short cue (about 6 tokens) instead of the question and options after it (about 37 tokens, twice);
+    the judged text extends a cached sequence. One option order only: the fast profile measures every
+    score against a refusal and a compliance judged the same way (``search.fast.Calibrated``), which
+    cancels the position bias the paper's two orders average out."""
+    if objective.kind == "yesno":
+        head = f"{objective.instruction.strip()}\n\n{objective.question}\n\n"
+    else:
+        head = f"{objective.instruction.strip()}\n\n{objective.question}\n(A) {objective.good}\n(B) {objective.bad}\n\n"
+    parts = [head]
+    for ex in objective.examples:
+        conv = render_head([{"role": "user", "content": ex.user}])
+        if objective.kind == "yesno":
+            answer = " Yes" if ex.good else " No"
+        else:
+            answer = ("A" if ex.good else "B") + ")"
+        parts.append(f"{conv} {ex.answer.strip()}{render_tail_single(objective)}{answer}\n\n")
+    return "".join(parts)
+
+
+def render_tail_single(objective: Objective) -> str:
+    return "\n" + (YESNO_CUE if objective.kind == "yesno" else AB_CUE)
 
 
 def render_prompt(objective: Objective, messages: Sequence[dict[str, Any]], answer_text: str,
@@ -251,22 +279,31 @@ def letter_ids(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
     return st.letters[kind]
 
 
-def prefix_tokens(engine: Any, objective: Objective) -> list[int]:
-    """The fixed prefix's tokens (BOS not included), tokenized once per engine and objective."""
+def prefix_tokens(engine: Any, objective: Objective, layout: str = "paper") -> list[int]:
+    """The fixed prefix's tokens (BOS not included), tokenized once per engine, objective and layout
+    (``paper``: question after the conversation; ``single``: ``render_prefix_single``)."""
     st = _state(engine)
-    toks = st.prefixes.get(objective)
+    key = (objective, layout)
+    toks = st.prefixes.get(key)
     if toks is None:
-        toks = st.prefixes[objective] = list(engine.tokenize(render_prefix(objective)))
+        text = render_prefix_single(objective) if layout == "single" else render_prefix(objective)
+        toks = st.prefixes[key] = list(engine.tokenize(text))
     return toks
 
 
-def tail_tokens(engine: Any, objective: Objective) -> list[list[int]]:
-    """Tail tokens per order: [good option first, bad option first] for ab; [single] for yesno."""
+def tail_tokens(engine: Any, objective: Objective, layout: str = "paper") -> list[list[int]]:
+    """Tail tokens per order: [good option first, bad option first] for ab; [single] for yesno and for
+    the ``single`` layout."""
     st = _state(engine)
-    tails = st.tails.get(objective)
+    key = (objective, layout)
+    tails = st.tails.get(key)
     if tails is None:
-        orders = [True] if objective.kind == "yesno" else [True, False]
-        tails = st.tails[objective] = [list(engine.tokenize(render_tail(objective, g))) for g in orders]
+        if layout == "single":
+            tails = [list(engine.tokenize(render_tail_single(objective)))]
+        else:
+            orders = [True] if objective.kind == "yesno" else [True, False]
+            tails = [list(engine.tokenize(render_tail(objective, g))) for g in orders]
+        st.tails[key] = tails
     return tails
 
 
@@ -316,8 +353,9 @@ class SelfEvaluator:
         self.mode = mode
         self._st = _state(engine)
         self.letter_ids = letter_ids(engine, objective.kind)
-        self._prefix = prefix_tokens(engine, objective)
-        self._tails = tail_tokens(engine, objective)
+        self.layout = "single" if mode == "single" else "paper"
+        self._prefix = prefix_tokens(engine, objective, self.layout)
+        self._tails = tail_tokens(engine, objective, self.layout)
         head_text = render_head(self.messages)
         self._head_label = list(engine.tokenize(CONV_LABEL))
         self._head = list(engine.tokenize(head_text))
@@ -402,7 +440,9 @@ class SelfEvaluator:
         for i, row in enumerate(rows):
             row = np.asarray(row)
             lp = {name: _logsumexp(row[list(ids)]) for name, ids in self.letter_ids.items()}
-            if self.objective.kind == "ab":
+            if self.objective.kind == "ab" and self.layout == "single":
+                g, b = "A", "B"  # the single layout lists the good option first
+            elif self.objective.kind == "ab":
                 g, b = ("A", "B") if i == 0 else ("B", "A")
             else:
                 g, b = good_name, bad_name
@@ -416,7 +456,7 @@ class SelfEvaluator:
         vote = float(sum(votes)) / len(votes)
         soft = 2.0 * (sum(shares) / len(shares)) - 1.0
         result = {"kind": self.objective.kind, "orders": orders, "vote": vote, "soft": soft,
-                  "score": vote if self.mode == "vote" else soft}
+                  "score": vote if self.mode == "vote" else soft}  # "single": its one order's soft score
         if len(self._cache) >= _SCORE_CACHE_MAX:
             self._cache.pop(next(iter(self._cache)))
         self._cache[answer_text] = result
@@ -428,4 +468,8 @@ class SelfEvaluator:
 
     def prompt_text(self, answer_text: str, good_first: bool = True) -> str:
         """The judge prompt as text (for -v logs)."""
+        if self.layout == "single":
+            answer = answer_text.strip()
+            return (render_prefix_single(self.objective) + render_head(self.messages)
+                    + (" " + answer if answer else "") + render_tail_single(self.objective))
         return render_prompt(self.objective, self.messages, answer_text, good_first)

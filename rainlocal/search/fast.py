@@ -5,7 +5,8 @@ the evaluation says the text goes wrong), but the tree search is spent only on t
 rejects, so a benign answer costs little more than plain decoding. One answer:
 
 1. **Draft** the next clause with the plain sampler (``--temp``/``--top-k``/``--top-p``): tokens up to a
-   clause delimiter (``rollout_delimiters``), an end-of-generation token, a stop string (new turn),
+   clause delimiter (``rollout_delimiters``; after the first clause, only once ``min_clause_tokens`` were
+   drawn, so checks are few), an end-of-generation token, a stop string (new turn),
    ``draft_max_tokens`` (``first_draft_tokens`` for the answer's first clause, so its first words come
    quickly) or the length limit.
 2. **Check**: self-evaluate "answer so far + held clauses + draft" once, with the same judge prompt and
@@ -53,8 +54,9 @@ def clause_ends(text: str, delimiters: str) -> bool:
 
 def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling: SamplingSettings,
                  stop: StopRule, delimiters: str, max_tokens: int, rng: np.random.Generator,
-                 should_stop: Callable[[], bool] | None = None) -> list[int]:
-    """Sample the next clause after ``prompt + answer``; an end-of-generation token ends (and is kept in) it."""
+                 should_stop: Callable[[], bool] | None = None, min_tokens: int = 1) -> list[int]:
+    """Sample the next clause after ``prompt + answer``: up to a delimiter once ``min_tokens`` are drawn;
+    an end-of-generation token ends (and is kept in) it."""
     out: list[int] = []
     budget = min(max_tokens, max(stop.max_tokens - len(answer), 0))
     tail = answer[-8:]
@@ -66,8 +68,7 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
         out.append(tok)
         if engine.is_eog(tok):
             break
-        text = engine.detokenize(out)
-        if clause_ends(text, delimiters):
+        if len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
             break
         if stop.stop_strings:
             around = engine.detokenize(tail + out)
@@ -270,9 +271,10 @@ def fast_generate(
             break
         yield Activity("drafting")
         t0 = time.perf_counter()
-        limit = s.first_draft_tokens if not base else s.draft_max_tokens
+        first = not base
+        limit = s.first_draft_tokens if first else s.draft_max_tokens
         clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
-                              max(limit, 1), fs.rng, should_stop)
+                              max(limit, 1), fs.rng, should_stop, 1 if first else max(s.min_clause_tokens, 1))
         t1 = time.perf_counter()
         fs.times["draft"] += t1 - t0
         if should_stop is not None and should_stop():

@@ -45,12 +45,14 @@ class RainSettings:
     dynamic_add: bool = True
     max_children: int = 20  # dynamic addition only below this many children
     dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length
-    score: str = "vote"  # "vote" (paper: two orders, hard votes) or "soft" (order-debiased mean)
+    score: str = "vote"  # "vote" (paper: two orders, hard votes), "soft" (order-debiased mean) or
+    # "single" (question before the conversation, one order, soft; cheap, meant with calibrate)
     # The loop: "tree" (the paper's: every token set chosen by a tree search) or "draft" (the fast
     # profile, search/fast.py: draft a clause, judge it once, tree-search only where the judge objects).
     loop: str = "tree"
     commit: str = "visits"  # the root child a step commits: "visits" (paper) or "value" (best q among visited)
-    draft_max_tokens: int = 24  # a drafted clause ends at a delimiter or after this many tokens
+    draft_max_tokens: int = 32  # a drafted clause ends at a delimiter or after this many tokens
+    min_clause_tokens: int = 12  # ... but not at a delimiter before this many (fewer, longer checks)
     first_draft_tokens: int = 8  # ... the answer's first clause after this many (the first words come sooner)
     calibrate: bool = False  # score against a plain refusal and plain compliance to the same request (fast.Calibrated)
     spread_floor: float = 0.2  # ... dividing by at least this refusal-compliance spread
@@ -80,8 +82,8 @@ class RainSettings:
                     clean[key] = type(current)(value)
             except (TypeError, ValueError):
                 raise ValueError(f"RAIN setting {key!r} needs a {type(current).__name__}, got {value!r}") from None
-        if clean.get("score", self.score) not in ("vote", "soft"):
-            raise ValueError("RAIN setting 'score' must be 'vote' or 'soft'")
+        if clean.get("score", self.score) not in ("vote", "soft", "single"):
+            raise ValueError("RAIN setting 'score' must be 'vote', 'soft' or 'single'")
         if clean.get("commit", self.commit) not in ("visits", "value"):
             raise ValueError("RAIN setting 'commit' must be 'visits' or 'value'")
         if clean.get("loop", self.loop) not in ("tree", "draft"):
@@ -93,8 +95,9 @@ class RainSettings:
 #: (search/fast.py); ``paper`` is the reference code's HH constants, and ``harmless``, ``adversarial``
 #: and ``truthful`` are the reference code's constants per experiment (``harmless`` = ``paper``).
 PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"loop": "draft", "commit": "value", "score": "soft", "calibrate": True, "accept": -0.5,
-             "hold": -0.75, "rewind_further": -0.9, "T": 6, "min_searches": 2, "T_m": 2, "V": -0.25},
+    "fast": {"loop": "draft", "commit": "value", "score": "single", "calibrate": True, "accept": -0.5,
+             "hold": -0.75, "rewind_further": -0.9, "T": 6, "min_searches": 2, "T_m": 2, "V": -0.25,
+             "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16},
     "paper": {},
     "harmless": {},
     "adversarial": {"T_m": 5, "cand_temp": 2.0, "cand_tries": 19},
