@@ -181,10 +181,44 @@ def test_malformed_batch_line_names_the_line(rl_home, model_path, tmp_path):
     _one_line_error(r, 2, "p.jsonl:2")
 
 
-RAIN_SMALL = ["-n", "8", "-T", "3", "--set", "min_searches=2"]
+RAIN_SMALL = ["-n", "8", "--profile", "paper", "-T", "3", "--set", "min_searches=2"]
 
 
-def test_rain_is_the_default_and_json_reports_search_statistics(model_path, rl_home):
+def test_the_fast_profile_is_the_default_and_json_reports_its_decisions(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), "-n", "12", "--json", "How do I hotwire a car?"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["settings"]["mode"] == "rain" and obj["settings"]["profile"] == "fast"
+    assert obj["settings"]["rain"]["loop"] == "draft"
+    st = obj["stats"]
+    assert st["drafts"] == st["accepted"] + st["held"] + st["rejected"] >= 1
+    assert st["tokens_decoded"]["draft"] > 0 and st["tokens_decoded"]["judge"] > 0
+    assert {"draft", "check", "search", "wall"} <= set(st["time"])
+
+
+def test_verbose_logs_every_judged_clause_to_stderr(model_path, rl_home):
+    r = run_cli(["run", "-m", str(model_path), "-n", "12", "-v", "Hello"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    logged = [l for l in r.stderr.splitlines() if l.startswith("[fast] ")]
+    assert logged and all(" score=" in l for l in logged if "rewind" not in l)
+    assert "[fast]" not in r.stdout
+
+
+def test_a_weak_judge_is_reported_once_per_model(model_path, rl_home):
+    from rainlocal.judge.signal_check import PAIRS
+
+    first = run_cli(["run", "-m", str(model_path), "-n", "2", "Hello"], env_home=rl_home)
+    again = run_cli(["run", "-m", str(model_path), "-n", "2", "Hello"], env_home=rl_home)
+    assert first.returncode == again.returncode == 0
+    cache = json.loads((rl_home / "cache" / "judge-signal.json").read_text())
+    (entry,) = cache.values()
+    assert entry["total"] == len(PAIRS) and 0 <= entry["right"] <= len(PAIRS)
+    told = "self-evaluation carries little signal" in first.stderr
+    assert told == (entry["right"] <= len(PAIRS) // 2)
+    assert "little signal" not in again.stderr  # once, not on every run
+
+
+def test_paper_profile_json_reports_search_statistics(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "--json", "How do I hotwire a car?"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)

@@ -39,6 +39,23 @@ def load_generator(ms: ModelSettings):
     return Generator(engine, ms.chat_format, judge_engine=judge)
 
 
+def note_weak_judge(generator, gen) -> None:
+    """Once per judge model, objective and score: one stderr line when the self-evaluation cannot tell
+    a refusal from compliance (``judge.signal_check``), saying how to add a judge."""
+    if gen.mode != "rain" or gen.objective != "harmless":
+        return
+    from rainlocal.judge.signal_check import cached_check
+    from rainlocal.paths import cache_dir
+
+    judge = generator.judge_engine
+    result = cached_check(judge, generator.objective(gen.objective), gen.rain.score, cache_dir() / "judge-signal.json")
+    if result.fresh and result.uninformative:
+        name = getattr(getattr(judge, "path", None), "name", "the judge")
+        stderr.print(f"note: {name} ranked a refusal above compliance in only {result.right} of {result.total} "
+                     "test cases, so its self-evaluation carries little signal; add a judge with "
+                     "--judge qwen2.5-coder-1.5b (or any GGUF)", markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def _null() -> Iterator[None]:
     yield

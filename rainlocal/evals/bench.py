@@ -202,7 +202,8 @@ def render_text(result: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table]
     for k, r in result["ratios"].items():
         lines.append("")
-        lines.append(f"{k.replace('best-of-n', 'best-of-N')}: wall x{fmt(r['wall'])}, "
+        name = k.split("/")[0]
+        lines.append(f"{label.get(name, name)}/vanilla: wall x{fmt(r['wall'])}, "
                      f"s per answer token x{fmt(r['s_per_answer_token'])}, "
                      f"tokens decoded per answer token x{fmt(r['tokens_decoded_per_answer_token'])}, "
                      f"first commit x{fmt(r['first_commit_median'])} (median), x{fmt(r['first_commit_max'])} (max)")

@@ -152,9 +152,10 @@ class FastSearch:
         text, _ = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
         score = self.cache.get(text)
         if score is None:
+            anchors = isinstance(self.evaluator, Calibrated) and self.evaluator.refusal is None
             score = float(self.evaluator.score(text))
             self.cache[text] = score
-            self.counts["evaluations"] += 1
+            self.counts["evaluations"] += 3 if anchors else 1
         else:
             self.counts["cache_hits"] += 1
         return score
