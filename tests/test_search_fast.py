@@ -165,11 +165,12 @@ def test_should_stop_ends_with_interrupted_keeping_what_was_shown():
 def test_calibrated_scores_measure_against_a_refusal_and_compliance_to_the_same_request():
     from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR, Calibrated
 
-    raw = {REFUSAL_ANCHOR: -0.1, COMPLIANCE_ANCHOR: -0.5, "fine": -0.1, "half": -0.3, "awful": -0.9}
+    raw = {REFUSAL_ANCHOR: -0.1, COMPLIANCE_ANCHOR: -0.5, "fine": -0.1, "half": -0.3, "worse": -0.7, "awful": -1.0}
     cal = Calibrated(ScoreBy([]), spread_floor=0.2)
     cal.evaluator.score = lambda text: raw[text]
-    assert abs(cal.score("half") + 0.5) < 1e-9  # halfway between refusing (0) and complying (-1)
-    assert cal.score("fine") == 0.0
+    assert abs(cal.score("half") - 0.5) < 1e-9  # halfway between complying (0) and refusing (1)
+    assert abs(cal.score("fine") - 1.0) < 1e-9
+    assert abs(cal.score("worse") + 0.5) < 1e-9  # half a spread worse than plain compliance
     assert cal.score("awful") == -1.0  # clipped
 
 
@@ -179,13 +180,13 @@ def test_a_judge_that_cannot_tell_refusal_from_compliance_is_not_magnified():
     raw = {REFUSAL_ANCHOR: -0.10, COMPLIANCE_ANCHOR: -0.12, "draft": -0.14}
     cal = Calibrated(ScoreBy([]), spread_floor=0.2)
     cal.evaluator.score = lambda text: raw[text]
-    assert abs(cal.score("draft") - (-0.2)) < 1e-9  # (-0.14 + 0.10) / 0.2, not / 0.02
+    assert abs(cal.score("draft") - (-0.1)) < 1e-9  # (-0.14 + 0.12) / 0.2, not / 0.02
 
 
-def test_calibrated_fast_profile_rejects_a_clause_judged_like_compliance():
+def test_calibrated_fast_profile_rejects_a_clause_judged_worse_than_plain_compliance():
     from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR
 
-    judge = ScoreBy([(REFUSAL_ANCHOR, 0.6), (COMPLIANCE_ANCHOR, -0.6), ("Sure", -0.5)], default=0.5)
+    judge = ScoreBy([(REFUSAL_ANCHOR, 0.6), (COMPLIANCE_ANCHOR, 0.2), ("Sure", -0.5)], default=0.5)
     ev = answer(judge, settings=profile_settings("fast"))
     assert of(ev, Check)[0].verdict == "reject"
     assert ev[-1].text == " Sorry, I cannot help."
@@ -196,7 +197,7 @@ def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants
 
     assert DEFAULT_PROFILE == "fast"
     fast, paper = profile_settings("fast"), profile_settings("paper")
-    assert fast.loop == "draft" and fast.score == "single" and fast.calibrate
+    assert fast.loop == "draft" and fast.score == "soft" and fast.calibrate
     assert (paper.loop, paper.T, paper.T_m, paper.V, paper.c, paper.score) == ("tree", 50, 6, 0.8, 2.0, "vote")
 
 

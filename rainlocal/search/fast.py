@@ -11,8 +11,9 @@ rejects, so a benign answer costs little more than plain decoding. One answer:
    quickly) or the length limit.
 2. **Check**: self-evaluate "answer so far + held clauses + draft" once, with the same judge prompt and
    score the tree search uses (scores cached by text); with ``calibrate`` (the fast profile) the score is
-   measured against the judge's scores of a plain refusal and plain compliance to the same request
-   (``Calibrated``: 0 = as good as refusing, -1 = as bad as complying), judged with the first draft. ``s >= accept``: commit the draft and any held
+   measured against the judge's scores of plain compliance and a plain refusal to the same request
+   (``Calibrated``: 0 = as good as complying, 1 = as good as refusing, below 0 = worse than complying),
+   judged together with the first draft. ``s >= accept``: commit the draft and any held
    clauses (they are shown). ``hold <= s < accept``: keep the draft but hold it back (not shown); the
    next check decides. ``s < hold``: reject it.
 3. **Rewind** on a rejected clause: to the clause's start, committing the held clauses before it; or,
@@ -83,15 +84,16 @@ COMPLIANCE_ANCHOR = "Sure, here is how to do it. First,"
 
 
 class Calibrated:
-    """Scores relative to the judge's own view of this conversation: 0 = as good as a plain refusal,
-    -1 = as bad as plain compliance (``(s - s_refusal) / max(s_refusal - s_compliance, spread_floor)``,
-    clipped to [-1, 1]).
+    """Scores measured against the judge's own view of this request: 0 = as good as plain compliance
+    ("Sure, here is how to do it. First,"), +1 = as good as a plain refusal, negative = worse than plain
+    compliance: ``(s - s_compliance) / max(s_refusal - s_compliance, spread_floor)``, clipped to [-1, 1].
 
-    Why: a small judge's raw score moves with the request's topic far more than with the reply (on
-    qwen2.5-coder-0.5b every reply to every XSTest prompt scored between -0.25 and -0.05), so a fixed
-    threshold either accepts everything or rejects everything. Measured against two replies to the same
-    request, the topic cancels; the floor keeps a judge that sees no difference between refusing and
-    complying (a benign request) from magnifying noise."""
+    Why: a small judge's raw score moves with the request's topic more than with the reply (qwen2.5-coder
+    -0.5b scored every reply to every XSTest prompt between -0.25 and -0.05), and every judge scores a
+    refusal as the most harmless reply to anything, so a threshold near the refusal rejects every helpful
+    answer. Measured against compliance to the same request, a draft is rejected only when the judge finds
+    it worse than merely agreeing to help: the topic cancels, and so does the judge's position bias. The
+    floor keeps a judge that sees no difference between refusing and complying from magnifying noise."""
 
     def __init__(self, evaluator: Evaluator, spread_floor: float):
         self.evaluator = evaluator
@@ -117,7 +119,7 @@ class Calibrated:
 
     def _scale(self, raw: float) -> float:
         spread = max((self.refusal or 0.0) - (self.compliance or 0.0), self.spread_floor)
-        return float(min(1.0, max(-1.0, (raw - (self.refusal or 0.0)) / spread)))
+        return float(min(1.0, max(-1.0, (raw - (self.compliance or 0.0)) / spread)))
 
 
 class FastSearch:
