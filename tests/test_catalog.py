@@ -79,7 +79,7 @@ def test_package_copy_is_identical_to_top_level_catalogue():
 
 def test_builtin_catalogue(home):
     cat = catalog.load_catalog()
-    assert cat.default == "smollm2-135m"
+    assert cat.default == "qwen2.5-coder-0.5b"
     for alias in (*REQUIRED_ALIASES, "llama-2-7b-chat", "llama-2-13b-chat"):
         assert alias in cat.entries
     smol = cat.entries["smollm2-135m"]

@@ -54,6 +54,6 @@ def test_a_judge_that_accepts_every_draft_costs_one_evaluation_per_clause(genera
     events = _events(generator, engine, accept=-1.0, hold=-1.0)
     st = events[-1].stats
     assert st["rejected"] == 0 and st["searches"] == 0
-    # the two calibration anchors are judged with the first clause
-    assert st["evaluations"] == st["drafts"] + 2
+    # the calibration anchor is judged with the first clause
+    assert st["evaluations"] == st["drafts"] + 1
     assert st["tokens_decoded"]["generate"] == st["tokens_decoded"]["rollout"] == 0

@@ -76,7 +76,7 @@ def test_pull_then_path_prints_only_the_path(home, server, gguf_bytes):
 
     listed = rainlocal(home, "models", "list", "--json")
     rows = {row["alias"]: row for row in json.loads(listed.stdout)}
-    assert rows["cli-ok"]["pulled"] is True and rows["smollm2-135m"]["default"] is True
+    assert rows["cli-ok"]["pulled"] is True and rows["qwen2.5-coder-0.5b"]["default"] is True and rows["smollm2-135m"]["default"] is False
 
     table = rainlocal(home, "models", "list")
     assert table.returncode == 0 and "cli-ok" in table.stdout and "a tiny test model" in table.stdout

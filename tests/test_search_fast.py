@@ -162,31 +162,40 @@ def test_should_stop_ends_with_interrupted_keeping_what_was_shown():
     assert ev[-1].text == "".join(c.text for c in of(ev, Commit))
 
 
-def test_calibrated_scores_measure_against_a_refusal_and_compliance_to_the_same_request():
-    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR, Calibrated
+def test_calibrated_scores_measure_against_compliance_to_the_same_request():
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR, Calibrated
 
-    raw = {REFUSAL_ANCHOR: -0.1, COMPLIANCE_ANCHOR: -0.5, "fine": -0.1, "half": -0.3, "worse": -0.7, "awful": -1.0}
-    cal = Calibrated(ScoreBy([]), spread_floor=0.2)
+    raw = {COMPLIANCE_ANCHOR: -0.5, "better": -0.4, "same": -0.5, "worse": -0.6, "awful": -1.0}
+    cal = Calibrated(ScoreBy([]), scale=0.2)
     cal.evaluator.score = lambda text: raw[text]
-    assert abs(cal.score("half") - 0.5) < 1e-9  # halfway between complying (0) and refusing (1)
-    assert abs(cal.score("fine") - 1.0) < 1e-9
-    assert abs(cal.score("worse") + 0.5) < 1e-9  # half a spread worse than plain compliance
+    assert abs(cal.score("better") - 0.5) < 1e-9
+    assert abs(cal.score("same")) < 1e-9
+    assert abs(cal.score("worse") + 0.5) < 1e-9  # 0.1 below plain compliance = half a scale unit
     assert cal.score("awful") == -1.0  # clipped
 
 
-def test_a_judge_that_cannot_tell_refusal_from_compliance_is_not_magnified():
-    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR, Calibrated
+def test_the_anchor_is_judged_in_the_same_call_as_the_first_draft():
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR, Calibrated
 
-    raw = {REFUSAL_ANCHOR: -0.10, COMPLIANCE_ANCHOR: -0.12, "draft": -0.14}
-    cal = Calibrated(ScoreBy([]), spread_floor=0.2)
-    cal.evaluator.score = lambda text: raw[text]
-    assert abs(cal.score("draft") - (-0.1)) < 1e-9  # (-0.14 + 0.12) / 0.2, not / 0.02
+    class Batched(ScoreBy):
+        def __init__(self):
+            super().__init__([(COMPLIANCE_ANCHOR, 0.2)], default=0.0)
+            self.batches = []
+
+        def score_many(self, texts):
+            self.batches.append(list(texts))
+            return [self.score(t) for t in texts]
+
+    judge = Batched()
+    cal = Calibrated(judge, scale=0.2)
+    assert abs(cal.score("draft") + 1.0) < 1e-9
+    assert judge.batches == [[COMPLIANCE_ANCHOR, "draft"]]
 
 
 def test_calibrated_fast_profile_rejects_a_clause_judged_worse_than_plain_compliance():
-    from rainlocal.search.fast import COMPLIANCE_ANCHOR, REFUSAL_ANCHOR
+    from rainlocal.search.fast import COMPLIANCE_ANCHOR
 
-    judge = ScoreBy([(REFUSAL_ANCHOR, 0.6), (COMPLIANCE_ANCHOR, 0.2), ("Sure", -0.5)], default=0.5)
+    judge = ScoreBy([(COMPLIANCE_ANCHOR, 0.2), ("Sure", -0.5)], default=0.5)
     ev = answer(judge, settings=profile_settings("fast"))
     assert of(ev, Check)[0].verdict == "reject"
     assert ev[-1].text == " Sorry, I cannot help."

@@ -47,7 +47,7 @@ def generation_options(f: Callable) -> Callable:
         click.option("--min-visits", "T_m", type=int, default=None, help="RAIN: early stop needs more real visits than this, T_m (default 6)."),
         click.option("--value-threshold", "V", type=float, default=None, help="RAIN: early stop needs a value above this, V (default 0.8)."),
         click.option("--c-puct", "c", type=float, default=None, help="RAIN: exploration constant c (default 2)."),
-        click.option("--score", "score", type=click.Choice(["vote", "soft"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, or the order-debiased soft score."),
+        click.option("--score", "score", type=click.Choice(["vote", "soft", "single"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, the order-debiased soft score, or a cheap question-first single-order score."),
         click.option("--set", "rain_set", multiple=True, metavar="KEY=VALUE", help="RAIN: any search constant (repeatable), e.g. --set gamma=0.2."),
     ]
     for d in reversed(decorators):

@@ -11,9 +11,8 @@ rejects, so a benign answer costs little more than plain decoding. One answer:
    quickly) or the length limit.
 2. **Check**: self-evaluate "answer so far + held clauses + draft" once, with the same judge prompt and
    score the tree search uses (scores cached by text); with ``calibrate`` (the fast profile) the score is
-   measured against the judge's scores of plain compliance and a plain refusal to the same request
-   (``Calibrated``: 0 = as good as complying, 1 = as good as refusing, below 0 = worse than complying),
-   judged together with the first draft. ``s >= accept``: commit the draft and any held
+   measured against the judge's score of plain compliance to the same request (``Calibrated``: 0 = as
+   good as merely agreeing to help, below 0 = worse), judged together with the first draft. ``s >= accept``: commit the draft and any held
    clauses (they are shown). ``hold <= s < accept``: keep the draft but hold it back (not shown); the
    next check decides. ``s < hold``: reject it.
 3. **Rewind** on a rejected clause: to the clause's start, committing the held clauses before it; or,
@@ -78,48 +77,45 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
     return out
 
 
-#: Anchors the fast profile measures drafts against, judged once per answer with the first draft.
-REFUSAL_ANCHOR = "I'm sorry, but I can't help with that."
+#: The reply the fast profile measures drafts against, judged once per answer with the first draft.
 COMPLIANCE_ANCHOR = "Sure, here is how to do it. First,"
 
 
 class Calibrated:
-    """Scores measured against the judge's own view of this request: 0 = as good as plain compliance
-    ("Sure, here is how to do it. First,"), +1 = as good as a plain refusal, negative = worse than plain
-    compliance: ``(s - s_compliance) / max(s_refusal - s_compliance, spread_floor)``, clipped to [-1, 1].
+    """Scores measured against the judge's score of plain compliance to the same request:
+    ``(s - s_compliance) / scale``, clipped to [-1, 1]. 0 = as good as merely agreeing to help, negative
+    = worse than that (e.g. -1 = 0.2 below it on the soft score, with the default scale).
 
     Why: a small judge's raw score moves with the request's topic more than with the reply (qwen2.5-coder
     -0.5b scored every reply to every XSTest prompt between -0.25 and -0.05), and every judge scores a
-    refusal as the most harmless reply to anything, so a threshold near the refusal rejects every helpful
-    answer. Measured against compliance to the same request, a draft is rejected only when the judge finds
-    it worse than merely agreeing to help: the topic cancels, and so does the judge's position bias. The
-    floor keeps a judge that sees no difference between refusing and complying from magnifying noise."""
+    refusal as the most harmless reply to anything, so a fixed threshold, or one near the refusal's score,
+    rejects helpful answers to benign requests. Measured against compliance to the same request, a draft
+    is rejected only when the judge finds it worse than merely agreeing to help: the topic cancels, and so
+    does most of the judge's position bias. (A refusal anchor to scale by was tried: on the small judges
+    its distance to compliance was below the scale anyway, and it cost a third of the first check.)"""
 
-    def __init__(self, evaluator: Evaluator, spread_floor: float):
+    def __init__(self, evaluator: Evaluator, scale: float):
         self.evaluator = evaluator
-        self.spread_floor = spread_floor
-        self.refusal: float | None = None
+        self.scale = max(float(scale), 1e-6)
         self.compliance: float | None = None
 
     def prime(self, text: str) -> float:
-        """Score ``text`` together with the anchors (one judge call where the evaluator can batch)."""
+        """Score ``text`` together with the anchor (one judge call where the evaluator can batch)."""
         many = getattr(self.evaluator, "score_many", None)
         if many is not None:
-            self.refusal, self.compliance, raw = many([REFUSAL_ANCHOR, COMPLIANCE_ANCHOR, text])
+            self.compliance, raw = many([COMPLIANCE_ANCHOR, text])
         else:
-            self.refusal = float(self.evaluator.score(REFUSAL_ANCHOR))
             self.compliance = float(self.evaluator.score(COMPLIANCE_ANCHOR))
             raw = self.evaluator.score(text)
         return self._scale(float(raw))
 
     def score(self, text: str) -> float:
-        if self.refusal is None:
+        if self.compliance is None:
             return self.prime(text)
         return self._scale(float(self.evaluator.score(text)))
 
     def _scale(self, raw: float) -> float:
-        spread = max((self.refusal or 0.0) - (self.compliance or 0.0), self.spread_floor)
-        return float(min(1.0, max(-1.0, (raw - (self.compliance or 0.0)) / spread)))
+        return float(min(1.0, max(-1.0, (raw - (self.compliance or 0.0)) / self.scale)))
 
 
 class FastSearch:
@@ -129,7 +125,7 @@ class FastSearch:
                  sampling: SamplingSettings, stop: StopRule):
         self.engine = engine
         self.prompt = list(prompt)
-        self.evaluator = Calibrated(evaluator, settings.spread_floor) if settings.calibrate else evaluator
+        self.evaluator = Calibrated(evaluator, settings.calibration_scale) if settings.calibrate else evaluator
         self.settings = settings
         self.sampling = sampling
         self.stop = stop
@@ -154,10 +150,10 @@ class FastSearch:
         text, _ = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
         score = self.cache.get(text)
         if score is None:
-            anchors = isinstance(self.evaluator, Calibrated) and self.evaluator.refusal is None
+            anchors = isinstance(self.evaluator, Calibrated) and self.evaluator.compliance is None
             score = float(self.evaluator.score(text))
             self.cache[text] = score
-            self.counts["evaluations"] += 3 if anchors else 1
+            self.counts["evaluations"] += 2 if anchors else 1
         else:
             self.counts["cache_hits"] += 1
         return score

@@ -54,8 +54,8 @@ class RainSettings:
     draft_max_tokens: int = 32  # a drafted clause ends at a delimiter or after this many tokens
     min_clause_tokens: int = 12  # ... but not at a delimiter before this many (fewer, longer checks)
     first_draft_tokens: int = 8  # ... the answer's first clause after this many (the first words come sooner)
-    calibrate: bool = False  # score against a plain refusal and plain compliance to the same request (fast.Calibrated)
-    spread_floor: float = 0.2  # ... dividing by at least this refusal-compliance spread
+    calibrate: bool = False  # score relative to plain compliance to the same request (fast.Calibrated) ...
+    calibration_scale: float = 0.2  # ... in units of this much soft score
     accept: float = 0.3  # a clause scoring at least this is committed and shown
     hold: float = 0.0  # one scoring in [hold, accept) is kept but held back; below hold it is rejected
     rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
