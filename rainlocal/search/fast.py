@@ -186,19 +186,9 @@ class FastSearch:
         sets = 0
         try:
             while not rs.stopper.done and not self.stopper.done and sets < max(s.search_max_sets, 1):
-                budget = rs.budget()
-                done = 0
-                while done < budget:
-                    if should_stop is not None and should_stop():
-                        return
-                    rs.search()
-                    done += 1
-                    yield rs.step_event(done)
-                    if rs.ready_to_commit():
-                        if done < budget:
-                            rs.early_stops += 1
-                        break
-                yield rs.step_event(done, committed=True)
+                yield from rs.step(should_stop)
+                if rs.interrupted:
+                    return
                 result = rs.commit()
                 if result is None:
                     break

@@ -102,6 +102,7 @@ class RainSearch:
         self.nodes_added = 0
         self.similarity_updates = 0
         self.times = {k: 0.0 for k in TIME_PHASES}
+        self.interrupted = False
         self._prev_leaf: Node | None = None
 
     # ---- the committed answer -------------------------------------------------------------------
@@ -218,6 +219,25 @@ class RainSearch:
         return [cached[s] if s is not None else None for s in starts]
 
     # ---- the outer loop -------------------------------------------------------------------------
+    def step(self, should_stop: Callable[[], bool] | None = None) -> Iterator[Step]:
+        """One outer-loop step's searches (budget, early stop), a ``Step`` after each and one at the end
+        (``committed=True``), ready for ``commit``. Sets ``interrupted`` (and yields no final Step) when
+        ``should_stop()`` says so."""
+        budget = self.budget()
+        done = 0
+        while done < budget:
+            if should_stop is not None and should_stop():
+                self.interrupted = True
+                return
+            self.search()
+            done += 1
+            yield self.step_event(done)
+            if self.ready_to_commit():
+                if done < budget:
+                    self.early_stops += 1
+                break
+        yield self.step_event(done, committed=True)
+
     def ready_to_commit(self) -> bool:
         """The early-stop rule: most-visited root child with ``fn > T_m`` and ``q > V``."""
         return early_stop(self.root, self.settings.T_m, self.settings.V, self.settings.commit, self.settings.accept)
@@ -289,22 +309,10 @@ def rain_generate(
     stopper = rs.stopper
     reason: str | None = None
     while not stopper.done:
-        budget = rs.budget()
-        done = 0
-        while done < budget:
-            if should_stop is not None and should_stop():
-                reason = "interrupted"
-                break
-            rs.search()
-            done += 1
-            yield rs.step_event(done)
-            if rs.ready_to_commit():
-                if done < budget:
-                    rs.early_stops += 1
-                break
-        if reason is not None:
+        yield from rs.step(should_stop)
+        if rs.interrupted:
+            reason = "interrupted"
             break
-        yield rs.step_event(done, committed=True)
         result = rs.commit()
         if result is None:  # cannot happen: a non-terminal root always gets children
             reason = "eos"
