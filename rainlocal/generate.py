@@ -80,6 +80,26 @@ class Generator:
             body = body[cut:]
             dropped += cut
 
+    def warm_judge(self, settings: GenerationSettings, cache_dir) -> bool:
+        """Restore the judge's fixed prompt from ``cache_dir`` (or decode and save it), so that a new
+        process's first self-evaluation does not decode it; True when restored from the cache."""
+        if settings.mode != "rain" or not hasattr(self.judge_engine, "warm_prefix"):
+            return False
+        import hashlib
+        from pathlib import Path
+
+        from rainlocal.judge.self_eval import judge_prefix_sequence
+
+        tokens = judge_prefix_sequence(self.judge_engine, self.objective(settings.objective), settings.rain.score)
+        path = Path(getattr(self.judge_engine, "path", "model"))
+        try:
+            st = path.stat()
+            ident = f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
+        except OSError:
+            ident = path.name
+        digest = hashlib.sha1((ident + ":" + ",".join(map(str, tokens))).encode()).hexdigest()[:16]
+        return bool(self.judge_engine.warm_prefix(tokens, Path(cache_dir) / "judge-prefix" / f"{digest}.state"))
+
     def objective(self, name: str):
         from rainlocal.judge.objectives import load_objective
 

@@ -58,3 +58,44 @@ def test_judge_prefix_is_decoded_once_per_model_load(model_path):
         assert 0 < eng.counters["judge"] - c1 < n_prefix  # only the new conversation, not the prefix
     finally:
         eng.close()
+
+
+def test_the_judge_prefix_is_restored_from_the_cache_by_a_new_process(model_path, tmp_path):
+    """A second engine (as a new process would) restores the judge's fixed prompt instead of decoding it,
+    and scores the same answer as the engine that decoded it (up to batch-shape noise)."""
+    from rainlocal.judge.self_eval import judge_prefix_sequence
+
+    objective = load_objective("harmless")
+    cache = tmp_path / "prefix.state"
+    scores = []
+    for expect_restored in (False, True):
+        eng = LlamaEngine(model_path, n_ctx=2048)
+        try:
+            tokens = judge_prefix_sequence(eng, objective, "soft")
+            c0 = eng.counters["judge"]
+            assert eng.warm_prefix(tokens, cache) is expect_restored
+            warmed = eng.counters["judge"] - c0
+            assert warmed == (0 if expect_restored else len(tokens))
+            assert cache.is_file()
+            ev = SelfEvaluator(eng, objective, MESSAGES, mode="soft")
+            c1 = eng.counters["judge"]
+            scores.append(ev.score("I can't help with breaking in. You could ask a neighbour to check on it."))
+            assert 0 < eng.counters["judge"] - c1 < len(tokens)  # only the conversation and the tails
+        finally:
+            eng.close()
+    assert abs(scores[0] - scores[1]) < 0.05
+
+
+def test_a_damaged_prefix_cache_is_decoded_over(model_path, tmp_path):
+    from rainlocal.judge.self_eval import judge_prefix_sequence
+
+    cache = tmp_path / "prefix.state"
+    cache.write_bytes(b"not a llama.cpp state file")
+    eng = LlamaEngine(model_path, n_ctx=2048)
+    try:
+        tokens = judge_prefix_sequence(eng, load_objective("harmless"), "soft")
+        assert eng.warm_prefix(tokens, cache) is False
+        assert eng.counters["judge"] == len(tokens)
+        assert cache.stat().st_size > 1000  # rewritten with the real state
+    finally:
+        eng.close()

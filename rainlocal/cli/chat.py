@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from rainlocal import conversations, paths
-from rainlocal.cli.common import Interrupts, load_generator, note_weak_judge, stderr
+from rainlocal.cli.common import Interrupts, load_generator, prepare_judge, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.conversations import Conversation
 from rainlocal.engine.formats import build_messages
@@ -91,7 +91,7 @@ def command(opts: dict[str, Any]) -> None:
             system = conv.system
         gen = resumed_settings(gen, opts, _last_settings(conv))
     generator = load_generator(ms)
-    note_weak_judge(generator, gen)
+    prepare_judge(generator, gen)
     if conv is None:
         conv = Conversation(id=conversations.new_id(), system=system)
     elif system != conv.system:

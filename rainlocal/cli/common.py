@@ -39,13 +39,18 @@ def load_generator(ms: ModelSettings):
     return Generator(engine, ms.chat_format, judge_engine=judge)
 
 
-def note_weak_judge(generator, gen) -> None:
-    """Once per judge model, objective and score: one stderr line when the self-evaluation cannot tell
-    a refusal from compliance (``judge.signal_check``), saying how to add a judge."""
-    if gen.mode != "rain" or gen.objective != "harmless":
+def prepare_judge(generator, gen) -> None:
+    """Before the first RAIN answer: restore the judge's fixed prompt from the cache (``warm_judge``), and,
+    once per judge model, objective and score, say in one stderr line when the self-evaluation cannot tell
+    a refusal from compliance (``judge.signal_check``), and how to add a judge."""
+    if gen.mode != "rain":
         return
     from rainlocal.judge.signal_check import cached_check
     from rainlocal.paths import cache_dir
+
+    generator.warm_judge(gen, cache_dir())
+    if gen.objective != "harmless":
+        return
 
     judge = generator.judge_engine
     result = cached_check(judge, generator.objective(gen.objective), gen.rain.score, cache_dir() / "judge-signal.json")

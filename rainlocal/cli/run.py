@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from rainlocal.cli.common import Interrupts, load_generator, note_weak_judge, stderr
+from rainlocal.cli.common import Interrupts, load_generator, prepare_judge, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.engine.formats import build_messages
 from rainlocal.errors import EXIT_INTERRUPTED, UsageError
@@ -51,7 +51,7 @@ def run_command(opts: dict[str, Any]) -> None:
             stderr.print(f"all {len(jobs)} prompts already answered in {opts['output_path']}")
             return
         generator = load_generator(ms)
-        note_weak_judge(generator, gen)
+        prepare_judge(generator, gen)
         _run_batch(generator, gen, system, todo, opts["output_path"], len(jobs), ms)
         return
 
@@ -59,7 +59,7 @@ def run_command(opts: dict[str, Any]) -> None:
     generator = load_generator(ms)
     messages = build_messages(prompt, system)
     generator.prompt(messages)  # a prompt longer than the context fails here, before anything else is said
-    note_weak_judge(generator, gen)
+    prepare_judge(generator, gen)
     with Interrupts() as interrupts:
         events = generator.stream(messages, gen, should_stop=lambda: interrupts.requested)
         log = sys.stderr if ms.verbose else None

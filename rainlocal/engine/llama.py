@@ -323,6 +323,48 @@ class LlamaEngine:
         self._truncate(victim, 0)
         return True
 
+    def warm_prefix(self, tokens: Sequence[int], cache_file: Path, *, phase: str = "judge") -> bool:
+        """Hold ``tokens`` in a branch: restored from ``cache_file`` (this sequence's llama.cpp state,
+        saved by an earlier process) or decoded and saved there. Returns True when it was restored.
+
+        Why: the judge's fixed prompt (about 400 tokens) is decoded before every process's first
+        self-evaluation; a one-shot ``rainlocal run`` would pay it before its first word. The file name
+        must identify the model file and the tokens (the caller's job); a file that does not load, or
+        holds other tokens, is decoded over and rewritten."""
+        key = [int(t) for t in tokens]
+        if not key:
+            return False
+        for sl in self._slots:
+            if sl.tokens[: len(key)] == key:
+                return False
+        ll = self._ll
+        path = Path(cache_file)
+        if path.is_file():
+            slot = self._free_slot(set())
+            self._truncate(slot, 0)
+            buf = (ll.llama_token * (len(key) + 1))()
+            n_out = ctypes.c_size_t(0)
+            read = ll.llama_state_seq_load_file(self.ctx, str(path).encode(), slot.seq_id, buf, len(key) + 1,
+                                                ctypes.byref(n_out))
+            if read and list(buf[: n_out.value]) == key:
+                slot.tokens = list(key)
+                slot.last_used = self._tick()
+                return True
+            ll.llama_memory_seq_rm(self.mem, slot.seq_id, 0, -1)
+            slot.tokens = []
+        self.logprobs([key], phase=phase)
+        slot = next((sl for sl in self._slots if sl.tokens == key), None)
+        if slot is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                arr = (ll.llama_token * len(key))(*key)
+                if ll.llama_state_seq_save_file(self.ctx, str(tmp).encode(), slot.seq_id, arr, len(key)):
+                    os.replace(tmp, path)
+            except OSError:
+                pass  # no cache: the next process decodes the prefix again
+        return False
+
     def reset(self) -> None:
         """Forget every branch (e.g. between unrelated prompts)."""
         for s in self._slots:

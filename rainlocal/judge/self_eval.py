@@ -307,6 +307,12 @@ def tail_tokens(engine: Any, objective: Objective, layout: str = "paper") -> lis
     return tails
 
 
+def judge_prefix_sequence(engine: Any, objective: Objective, mode: str = "vote") -> list[int]:
+    """The token sequence every evaluation on ``engine`` starts with: BOS (if any) and the fixed prefix."""
+    layout = "single" if mode == "single" else "paper"
+    return _state(engine).bos + prefix_tokens(engine, objective, layout)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scoring
 
