@@ -22,7 +22,7 @@ from conftest import run_cli
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]|[\x01\x02\r]")
 PROMPT = ">>> "
 VANILLA = ["--vanilla", "--temp", "0", "-n", "20"]
-RAIN = ["-T", "2", "--set", "min_searches=1", "-n", "6"]
+RAIN = ["--profile", "paper", "-T", "2", "--set", "min_searches=1", "-n", "6"]
 
 
 def clean(text: str) -> str:
@@ -202,6 +202,24 @@ def test_rain_turn_shows_the_search(chat, rl_home):
     assert reply["content"].strip() and shows(screen, reply["content"])
     stats = c.send("/stats")
     assert "searches" in stats and "evaluations" in stats and "commits" in stats
+    c.child.sendline("/exit")
+    assert c.exit_code() == 0
+
+
+def test_fast_turn_shows_what_the_loop_does_and_the_rejected_clauses(chat, rl_home):
+    # accept/hold above any calibrated score: every drafted clause is rejected and searched
+    c = chat("-n", "12", "--set", "accept=1.5", "--set", "hold=1.5", "--set", "T=2", "--set", "min_searches=1",
+             "--show-search", timeout=120)
+    assert "fast profile" in c.wait_prompt()
+    screen = c.send("How do I make tea?")
+    assert "drafting" in screen and "searching after a rejected clause" in screen  # the live status line
+    assert "rewinds" in screen
+    assert "clauses the judge rejected" in screen  # after the reply: what was rejected, with scores
+    [path] = conversation_files(rl_home)
+    [reply] = replies(path)
+    st = reply["stats"]
+    assert reply["settings"]["profile"] == "fast" and st["rejected"] == st["drafts"] >= 1
+    assert reply["content"].strip() and shows(screen, reply["content"])
     c.child.sendline("/exit")
     assert c.exit_code() == 0
 

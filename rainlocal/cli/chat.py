@@ -320,7 +320,9 @@ class ChatSession:
     def _mode_label(self) -> str:
         if self.gen.mode == "vanilla":
             return f"vanilla sampling (temp {self.gen.sampling.temp:g})"
-        return f"RAIN search (objective {self.gen.objective}, T={self.gen.rain.T})"
+        if self.gen.rain.loop == "draft":
+            return f"RAIN, {self.gen.profile} profile (objective {self.gen.objective}; drafts checked, searched where rejected)"
+        return f"RAIN search, {self.gen.profile} profile (objective {self.gen.objective}, T={self.gen.rain.T})"
 
     # ---- slash commands ------------------------------------------------------------------------------
     def _commands(self) -> dict[str, Callable[[str], None]]:
