@@ -97,7 +97,7 @@ class RainSettings:
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {"loop": "draft", "commit": "value", "score": "soft", "calibrate": True, "accept": -0.5,
              "hold": -0.75, "rewind_further": -1.0, "T": 6, "min_searches": 2, "T_m": 2, "V": 0.0,
-             "min_clause_tokens": 16,
+             "min_clause_tokens": 16, "first_draft_tokens": 4,
              "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16},
     "paper": {},
     "harmless": {},
