@@ -83,7 +83,7 @@ class FakeEngine:
                 out.append(self._dist({self.words[w]: p for w, p in self.yesno.items()}))
         return out
 
-    good_text = "No, it does not."
+    good_text = "No"
 
 
 def prefix_tokenizations(engine: FakeEngine, objective: Objective) -> int:
@@ -120,8 +120,8 @@ def test_orders_share_everything_up_to_the_options(harmless):
     text = eng.detokenize(a[1:])
     assert text == render_prompt(harmless, CHAT, "I can't help with that, but a locksmith can.", True)
     assert "SECRET" not in text
-    assert text.endswith("(A) No, it does not.\n(B) Yes, it does.\nThe answer is: (")
-    assert eng.detokenize(b).endswith("(A) Yes, it does.\n(B) No, it does not.\nThe answer is: (")
+    assert text.endswith("(A) No\n(B) Yes\nThe answer is: (")
+    assert eng.detokenize(b).endswith("(A) Yes\n(B) No\nThe answer is: (")
 
 
 def test_growing_answers_extend_the_same_prefix(harmless):
