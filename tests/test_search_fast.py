@@ -217,3 +217,17 @@ def test_later_clauses_run_past_delimiters_until_the_minimum_length():
     toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng,
                         min_tokens=3)
     assert eng.detokenize(toks) == ", I cannot help."  # the comma after one token did not end it
+
+
+def test_a_clause_runs_to_the_limit_rather_than_leave_a_stub_shorter_than_a_clause():
+    eng = engine()
+    rng = __import__("numpy").random.default_rng(0)
+    base = eng.ids(" Sorry")
+    # 6 tokens left: ", I cannot help." would end at "." with 1 token left, less than a 2-token clause
+    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=7), ",.;", 24, rng,
+                        min_tokens=2)
+    assert eng.detokenize(toks[:-1]) == ", I cannot help." and toks[-1] == 0  # ran on to the end token
+    rng = __import__("numpy").random.default_rng(0)
+    roomy = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng,
+                         min_tokens=2)
+    assert eng.detokenize(roomy) == ", I cannot help."  # with room left, the clause ends at the delimiter

@@ -55,8 +55,9 @@ def clause_ends(text: str, delimiters: str) -> bool:
 def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling: SamplingSettings,
                  stop: StopRule, delimiters: str, max_tokens: int, rng: np.random.Generator,
                  should_stop: Callable[[], bool] | None = None, min_tokens: int = 1) -> list[int]:
-    """Sample the next clause after ``prompt + answer``: up to a delimiter once ``min_tokens`` are drawn;
-    an end-of-generation token ends (and is kept in) it."""
+    """Sample the next clause after ``prompt + answer``: up to a delimiter once ``min_tokens`` are drawn
+    (and at least ``min_tokens`` would remain before the limit); an end-of-generation token ends (and is
+    kept in) it."""
     out: list[int] = []
     budget = min(max_tokens, max(stop.max_tokens - len(answer), 0))
     tail = answer[-8:]
@@ -68,7 +69,9 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
         out.append(tok)
         if engine.is_eog(tok):
             break
-        if len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
+        # A clause ends at a delimiter once it has min_tokens, unless fewer than min_tokens would be left
+        # before the length limit: one check for the rest beats a check for a few tokens.
+        if len(out) >= min_tokens and budget - len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
             break
         if stop.stop_strings:
             around = engine.detokenize(tail + out)
