@@ -63,23 +63,23 @@ def test_a_clause_ends_at_a_delimiter_even_with_trailing_spaces():
     assert not clause_ends("", ",.;")
 
 
+def draft(eng, base, *, max_tokens=32, limit=24, min_tokens=1):
+    """A greedy draft after ``base`` (word list) with delimiters , . ;"""
+    rng = __import__("numpy").random.default_rng(0)
+    toks = draft_clause(eng, PROMPT, eng.ids(*base) if base else [], SamplingSettings(temp=0),
+                        StopRule(max_tokens=max_tokens), ",.;", limit, rng, min_tokens=min_tokens)
+    return eng.detokenize(toks), toks
+
+
 def test_draft_stops_at_the_first_delimiter_and_keeps_an_end_of_generation_token():
     eng = engine()
-    rng = __import__("numpy").random.default_rng(0)
-    first = draft_clause(eng, PROMPT, [], SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
-    assert eng.detokenize(first) == " Sure;"
-    rest = draft_clause(eng, PROMPT, first, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
-    assert eng.detokenize(rest) == " here is the recipe."
-    end = draft_clause(eng, PROMPT, first + rest, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng)
-    assert end == [0]  # <eos> alone: the answer ends
+    assert draft(eng, [])[0] == " Sure;"
+    assert draft(eng, [" Sure", ";"])[0] == " here is the recipe."
+    assert draft(eng, [" Sure", ";", " here", " is", " the", " recipe", "."])[1] == [0]  # <eos> alone: the end
 
 
 def test_draft_is_cut_at_the_token_limit():
-    eng = engine()
-    rng = __import__("numpy").random.default_rng(0)
-    base = eng.ids(" Sure", ";")
-    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 2, rng)
-    assert eng.detokenize(toks) == " here is"
+    assert draft(engine(), [" Sure", ";"], limit=2)[0] == " here is"
 
 
 def test_accepted_clauses_are_shown_as_drafted_without_any_search():
@@ -211,23 +211,13 @@ def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants
 
 
 def test_later_clauses_run_past_delimiters_until_the_minimum_length():
-    eng = engine()
-    rng = __import__("numpy").random.default_rng(0)
-    base = eng.ids(" Sorry")
-    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng,
-                        min_tokens=3)
-    assert eng.detokenize(toks) == ", I cannot help."  # the comma after one token did not end it
+    assert draft(engine(), [" Sorry"], min_tokens=3)[0] == ", I cannot help."  # the comma after one token did not end it
 
 
 def test_a_clause_runs_to_the_limit_rather_than_leave_a_stub_shorter_than_a_clause():
     eng = engine()
-    rng = __import__("numpy").random.default_rng(0)
-    base = eng.ids(" Sorry")
     # 6 tokens left: ", I cannot help." would end at "." with 1 token left, less than a 2-token clause
-    toks = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=7), ",.;", 24, rng,
-                        min_tokens=2)
+    text, toks = draft(eng, [" Sorry"], max_tokens=7, min_tokens=2)
     assert eng.detokenize(toks[:-1]) == ", I cannot help." and toks[-1] == 0  # ran on to the end token
-    rng = __import__("numpy").random.default_rng(0)
-    roomy = draft_clause(eng, PROMPT, base, SamplingSettings(temp=0), StopRule(max_tokens=32), ",.;", 24, rng,
-                         min_tokens=2)
-    assert eng.detokenize(roomy) == ", I cannot help."  # with room left, the clause ends at the delimiter
+    # with room left, the clause ends at the delimiter
+    assert draft(eng, [" Sorry"], min_tokens=2)[0] == ", I cannot help."
