@@ -212,8 +212,8 @@ def test_fast_turn_shows_what_the_loop_does_and_the_rejected_clauses(chat, rl_ho
              "--show-search", timeout=120)
     assert "fast profile" in c.wait_prompt()
     screen = c.send("How do I make tea?")
-    assert "drafting" in screen and "searching after a rejected clause" in screen  # the live status line
-    assert "rewinds" in screen
+    # the live status line (drafting a clause takes milliseconds here, the search after it seconds)
+    assert "searching after a rejected clause" in screen and "clauses checked" in screen and "rewinds" in screen
     assert "clauses the judge rejected" in screen  # after the reply: what was rejected, with scores
     [path] = conversation_files(rl_home)
     [reply] = replies(path)
