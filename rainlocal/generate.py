@@ -88,15 +88,11 @@ class Generator:
         import hashlib
         from pathlib import Path
 
+        from rainlocal.gguf_info import file_identity
         from rainlocal.judge.self_eval import judge_prefix_sequence
 
         tokens = judge_prefix_sequence(self.judge_engine, self.objective(settings.objective), settings.rain.score)
-        path = Path(getattr(self.judge_engine, "path", "model"))
-        try:
-            st = path.stat()
-            ident = f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
-        except OSError:
-            ident = path.name
+        ident = file_identity(getattr(self.judge_engine, "path", "model"))
         digest = hashlib.sha1((ident + ":" + ",".join(map(str, tokens))).encode()).hexdigest()[:16]
         return bool(self.judge_engine.warm_prefix(tokens, Path(cache_dir) / "judge-prefix" / f"{digest}.state"))
 

@@ -282,3 +282,14 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "vocab_size": header.array_lengths.get("tokenizer.ggml.tokens"),
         "n_tensors": len(header.tensors),
     }
+
+
+def file_identity(path: str | os.PathLike[str]) -> str:
+    """Name, size and modification time of a model file: a cache key that changes when the file does
+    (a judge-prefix state or a judge check saved for one file must not be used for another)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return p.name
+    return f"{p.name}:{st.st_size}:{int(st.st_mtime)}"

@@ -37,14 +37,12 @@ from rainlocal.errors import UsageError
 @pass_options
 def command(opts: dict[str, Any]) -> None:
     """Measure RAIN's cost against KV-cached vanilla decoding on the same prompts."""
-    from rainlocal.cli.eval import parse_best_of
-    from rainlocal.evals.bench import render_text, run_bench
-    from rainlocal.evals.suites import resolve_data_path
-
     from dataclasses import replace
 
+    from rainlocal.cli.eval import parse_best_of
     from rainlocal.cli.options import rain_settings
-    from rainlocal.evals.suites import load_prompts, spread_over_types
+    from rainlocal.evals.bench import render_text, run_bench
+    from rainlocal.evals.suites import load_prompts, resolve_data_path, spread_over_types
     from rainlocal.search.settings import PROFILE_OBJECTIVE, PROFILES
 
     if opts.get("vanilla"):
@@ -74,7 +72,6 @@ def command(opts: dict[str, Any]) -> None:
             raise UsageError(f"unknown strategy {name!r} (known: vanilla, rain, {', '.join(PROFILES)}, best-of-n)")
     if best_of[0] and "best-of-n" not in names:
         names.append("best-of-n")
-    plan.pop("best-of-n", None)
     data_path = resolve_data_path("hh", opts["data"])
     items = spread_over_types(load_prompts(data_path, label=opts["label"]), opts["n_prompts"])
     prompts = []

@@ -307,10 +307,14 @@ def tail_tokens(engine: Any, objective: Objective, layout: str = "paper") -> lis
     return tails
 
 
+def layout_of(mode: str) -> str:
+    """The prompt layout a score mode reads: ``single`` (question first) or ``paper``."""
+    return "single" if mode == "single" else "paper"
+
+
 def judge_prefix_sequence(engine: Any, objective: Objective, mode: str = "vote") -> list[int]:
     """The token sequence every evaluation on ``engine`` starts with: BOS (if any) and the fixed prefix."""
-    layout = "single" if mode == "single" else "paper"
-    return _state(engine).bos + prefix_tokens(engine, objective, layout)
+    return _state(engine).bos + prefix_tokens(engine, objective, layout_of(mode))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ class SelfEvaluator:
         self.mode = mode
         self._st = _state(engine)
         self.letter_ids = letter_ids(engine, objective.kind)
-        self.layout = "single" if mode == "single" else "paper"
+        self.layout = layout_of(mode)
         self._prefix = prefix_tokens(engine, objective, self.layout)
         self._tails = tail_tokens(engine, objective, self.layout)
         head_text = render_head(self.messages)

@@ -68,12 +68,9 @@ def check(engine: Any, objective: Any, mode: str) -> SignalResult:
 
 def cached_check(engine: Any, objective: Any, mode: str, cache_file: Path) -> SignalResult:
     """``check``, remembered in ``cache_file`` by judge file (name, size, mtime), objective and mode."""
-    path = Path(getattr(engine, "path", "model"))
-    try:
-        st = path.stat()
-        ident = f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
-    except OSError:
-        ident = path.name
+    from rainlocal.gguf_info import file_identity
+
+    ident = file_identity(getattr(engine, "path", "model"))
     digest = hashlib.sha1(repr((objective.instruction, objective.question, getattr(objective, "good", ""),
                                 getattr(objective, "bad", ""), objective.examples)).encode()).hexdigest()[:12]
     key = f"{ident}|{objective.name}|{digest}|{mode}"

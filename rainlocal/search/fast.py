@@ -40,10 +40,10 @@ from rainlocal.engine.base import Engine, counter_delta
 from rainlocal.search.backup import backup
 from rainlocal.search.events import Activity, Check, Commit, Done, Rewind, Step
 from rainlocal.search.expand import expand
-from rainlocal.search.rain import Evaluator, RainSearch, _cut_at_stop
+from rainlocal.search.rain import Evaluator, RainSearch, _cut_at_stop, cached_score
 from rainlocal.search.sampling import sample_token
 from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule
-from rainlocal.search.stopping import Stopper
+from rainlocal.search.stopping import Stopper, finish
 
 
 def clause_ends(text: str, delimiters: str) -> bool:
@@ -151,14 +151,12 @@ class FastSearch:
 
     def judge(self, tokens: list[int]) -> float:
         text, _ = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
-        score = self.cache.get(text)
-        if score is None:
-            anchors = isinstance(self.evaluator, Calibrated) and self.evaluator.compliance is None
-            score = float(self.evaluator.score(text))
-            self.cache[text] = score
-            self.counts["evaluations"] += 2 if anchors else 1
-        else:
+        anchor = isinstance(self.evaluator, Calibrated) and self.evaluator.compliance is None
+        score, hit = cached_score(self.cache, self.evaluator, text)
+        if hit:
             self.counts["cache_hits"] += 1
+        else:
+            self.counts["evaluations"] += 2 if anchor else 1  # the first check also judges the anchor
         return score
 
     def commit_tokens(self, tokens: list[int]) -> Commit | None:
@@ -317,13 +315,4 @@ def fast_generate(
         if should_stop is not None and should_stop():
             reason = "interrupted"
             break
-    tail = fs.stopper.flush()
-    if tail:
-        yield Commit(tokens=[], text=tail)
-    st = fs.stopper.state
-    yield Done(
-        tokens=list(st.tokens),
-        text=st.text,
-        stop_reason=reason or st.stop_reason or "eos",
-        stats=fs.stats(counter_delta(engine, start), time.perf_counter() - t_start),
-    )
+    yield from finish(fs.stopper, reason, fs.stats(counter_delta(engine, start), time.perf_counter() - t_start))

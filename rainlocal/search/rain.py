@@ -37,9 +37,9 @@ from rainlocal.search.backup import backup
 from rainlocal.search.events import Candidate, Commit, Done, Step
 from rainlocal.search.expand import dynamic_add, expand, mix_root_priors, should_add
 from rainlocal.search.rollout import rollout
-from rainlocal.search.select import chosen, early_stop, most_visited, select_child
+from rainlocal.search.select import chosen, early_stop, select_child
 from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule
-from rainlocal.search.stopping import Stopper
+from rainlocal.search.stopping import Stopper, finish
 from rainlocal.search.tree import Node, path_tokens, reroot
 
 TIME_PHASES = ("select", "expand", "rollout", "evaluate", "backup")
@@ -49,6 +49,16 @@ class Evaluator(Protocol):
     def score(self, answer_text: str) -> float:
         """Self-evaluation score s in [-1, 1] of the answer text so far (including the rollout)."""
         ...
+
+
+def cached_score(cache: dict[str, float], evaluator: Evaluator, text: str) -> tuple[float, bool]:
+    """The self-evaluation score of ``text`` from ``cache``, or from ``evaluator`` (then cached);
+    returns (score, whether it was a cache hit)."""
+    score = cache.get(text)
+    if score is not None:
+        return score, True
+    score = cache[text] = float(evaluator.score(text))
+    return score, False
 
 
 def _cut_at_stop(text: str, stop: StopRule) -> tuple[str, bool]:
@@ -183,13 +193,11 @@ class RainSearch:
 
     def judge(self, text: str) -> float:
         """Self-evaluation score of the answer text, cached by text (the cache may be shared)."""
-        score = self.cache.get(text)
-        if score is None:
-            score = float(self.evaluator.score(text))
-            self.cache[text] = score
-            self.evaluations += 1
-        else:
+        score, hit = cached_score(self.cache, self.evaluator, text)
+        if hit:
             self.cache_hits += 1
+        else:
+            self.evaluations += 1
         return score
 
     def _embeddings(self, path: list[Node], kept: list[int], roll: list[int]) -> list[np.ndarray | None]:
@@ -320,13 +328,4 @@ def rain_generate(
         _, kept, new = result
         if kept or new:
             yield Commit(tokens=list(kept), text=new)
-    tail = stopper.flush()
-    if tail:
-        yield Commit(tokens=[], text=tail)
-    st = stopper.state
-    yield Done(
-        tokens=list(st.tokens),
-        text=st.text,
-        stop_reason=reason or st.stop_reason or "eos",
-        stats=rs.stats(counter_delta(engine, start), time.perf_counter() - t_start),
-    )
+    yield from finish(stopper, reason, rs.stats(counter_delta(engine, start), time.perf_counter() - t_start))

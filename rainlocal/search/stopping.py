@@ -9,8 +9,9 @@ marker, or half of a multi-byte character, is held back until it is decided.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from rainlocal.search.events import Commit, Done
 from rainlocal.search.settings import StopRule
 
 
@@ -87,3 +88,13 @@ class Stopper:
                     safe = min(safe, len(text[:safe]) - k)
                     break
         return safe
+
+
+def finish(stopper: Stopper, reason: str | None, stats: dict[str, Any]) -> Iterator[Commit | Done]:
+    """The last events of every decoding loop: text held back until now, then ``Done`` (the stop reason
+    is ``reason`` if the loop ended early, else the stopper's, else end of generation)."""
+    tail = stopper.flush()
+    if tail:
+        yield Commit(tokens=[], text=tail)
+    st = stopper.state
+    yield Done(tokens=list(st.tokens), text=st.text, stop_reason=reason or st.stop_reason or "eos", stats=stats)

@@ -15,7 +15,7 @@ from rainlocal.engine.base import Engine, counter_delta
 from rainlocal.search.events import Commit, Done
 from rainlocal.search.sampling import sample_token
 from rainlocal.search.settings import SamplingSettings, StopRule
-from rainlocal.search.stopping import Stopper
+from rainlocal.search.stopping import Stopper, finish
 
 
 def vanilla_generate(
@@ -42,18 +42,8 @@ def vanilla_generate(
         kept, new = stopper.add([tok])
         if kept or new:
             yield Commit(tokens=list(kept), text=new)
-    tail = stopper.flush()
-    if tail:
-        yield Commit(tokens=[], text=tail)
-    decoded = counter_delta(engine, start)
-    st = stopper.state
-    yield Done(
-        tokens=list(st.tokens),
-        text=st.text,
-        stop_reason=reason or st.stop_reason or "eos",
-        stats={
-            "answer_tokens": len(st.tokens),
-            "tokens_decoded": decoded,
-            "time": {"wall": round(time.perf_counter() - t_start, 6)},
-        },
-    )
+    yield from finish(stopper, reason, {
+        "answer_tokens": len(stopper.state.tokens),
+        "tokens_decoded": counter_delta(engine, start),
+        "time": {"wall": round(time.perf_counter() - t_start, 6)},
+    })
