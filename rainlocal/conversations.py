@@ -29,6 +29,7 @@ from typing import Any
 
 from rainlocal import paths
 from rainlocal.errors import RainlocalError, UsageError
+from rainlocal.jsonl import append_records, cut_torn_tail
 
 FORMAT = "rainlocal-conversation"
 VERSION = 1
@@ -144,19 +145,25 @@ class Conversation:
             self.initial_system = self.system
             lines = [self.header(), *lines]
         else:
-            _cut_torn_tail(path)
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+            cut_torn_tail(path)
         try:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                append_records(f, lines)
             if new:
                 _fsync_dir(path.parent)
         except OSError as e:
             raise RainlocalError(f"cannot save the conversation to {path}: {e.strerror or e}") from None
 
     # ---- exports -----------------------------------------------------------------------------
+    def export(self, suffix: str) -> str:
+        """The conversation as Markdown or JSON, chosen by a file name's extension (``/save FILE``)."""
+        ext = suffix.lower()
+        if ext == ".json":
+            return json.dumps(self.to_json(), ensure_ascii=False, indent=2) + "\n"
+        if ext in (".md", ".markdown", ".txt", ""):
+            return self.to_markdown()
+        raise UsageError(f"cannot save as {ext!r}: use a .md or .json file name")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "created": self.created, "model": self.model, "settings": self.settings,
@@ -207,21 +214,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line without its newline (a write cut short by a crash)."""
-    with open(path, "r+b") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
 
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -50,3 +50,25 @@ class EngineError(RainlocalError):
 
 class PromptTooLongError(UsageError):
     """The prompt alone does not fit the context window (exit code 2; the message gives both sizes)."""
+
+
+class ServerUnreachableError(EngineError):
+    """``--engine URL`` names no reachable, ready llama.cpp server (checked before any work starts)."""
+
+
+class ServerGoneError(EngineError):
+    """The inference server of ``--engine URL`` went away or stopped answering mid-answer."""
+
+
+class JudgeError(RainlocalError):
+    """The model cannot serve as a judge for this objective (e.g. no single-token option letter)."""
+
+
+class EvalJudgeError(RainlocalError):
+    """The evaluation judge failed (HTTP error, unreadable reply, model unusable as a judge)."""
+
+
+class Interrupted(RainlocalError):
+    """The user asked to stop a long run (an evaluation); what was finished is saved (exit code 130)."""
+
+    exit_code = EXIT_INTERRUPTED

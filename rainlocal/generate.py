@@ -7,7 +7,7 @@ This is the layer between configuration and the search that ``run``, ``chat``, `
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from rainlocal.engine.formats import ChatFormatter, Message
@@ -47,16 +47,23 @@ class Generator:
         )
         self._objectives: dict[str, Any] = {}
 
-    def prompt(self, messages: list[Message]) -> tuple[list[int], list[str]]:
-        """Prompt tokens and new-turn stop strings; refuses prompts that leave no room to answer."""
-        fp = self.formatter(messages)
-        tokens = self.engine.prompt_tokens(fp.text)
+    def prompt(self, messages: list[Message], *, raw: str | None = None) -> tuple[list[int], list[str]]:
+        """Prompt tokens and new-turn stop strings; refuses prompts that leave no room to answer.
+
+        ``raw`` is a text completion's prompt (``rainlocal serve``'s /v1/completions): tokenized as
+        text, with no chat template and no new-turn markers."""
+        if raw is not None:
+            parts, turn_stops = [(raw, False)], []
+        else:
+            fp = self.formatter(messages)
+            parts, turn_stops = fp.parts, fp.stop
+        tokens = self.engine.prompt_tokens(parts)
         if len(tokens) >= self.engine.n_ctx:
             raise PromptTooLongError(
                 f"the prompt is {len(tokens)} tokens but the context is {self.engine.n_ctx} tokens "
                 "(raise -c/--ctx-size or shorten the prompt)"
             )
-        return tokens, fp.stop
+        return tokens, turn_stops
 
     def fit(self, messages: list[Message], room: int) -> tuple[list[Message], int]:
         """Drop the oldest earlier turns until the prompt leaves ``room`` tokens to answer in.
@@ -71,7 +78,7 @@ class Generator:
         dropped = 0
         while True:
             trial = head + body
-            if len(self.engine.prompt_tokens(self.formatter(trial).text)) + room <= n_ctx or len(body) <= 1:
+            if len(self.engine.prompt_tokens(self.formatter(trial).parts)) + room <= n_ctx or len(body) <= 1:
                 return trial, dropped
             # drop whole turns (a user message and the replies after it) so roles still alternate
             cut = 1
@@ -109,12 +116,18 @@ class Generator:
         settings: GenerationSettings,
         *,
         should_stop: Callable[[], bool] | None = None,
+        stop: list[str] | None = None,
+        raw: str | None = None,
     ) -> Iterator[Commit | Step | Done]:
-        """Yield the strategy's events; the final ``Done`` carries usage and timings in ``stats``."""
+        """Yield the strategy's events; the final ``Done`` carries usage and timings in ``stats``.
+
+        ``stop`` adds stop strings to the new-turn markers (an API request's ``stop``); ``raw`` answers a
+        plain text prompt instead of formatting ``messages`` (which the self-evaluation still reads)."""
         t0 = time.perf_counter()
-        prompt, stop_strings = self.prompt(messages)
+        prompt, stop_strings = self.prompt(messages, raw=raw)
         budget = self.engine.n_ctx - len(prompt)
-        stop = StopRule(max_tokens=max(1, min(settings.sampling.max_tokens, budget)), stop_strings=stop_strings)
+        stop = StopRule(max_tokens=max(1, min(settings.sampling.max_tokens, budget)),
+                        stop_strings=[*stop_strings, *(s for s in (stop or []) if s)])
         # Decode the prompt once up front so its cost is counted as "prompt", not as answer work;
         # the strategy's first request then finds it cached.
         self.engine.logprobs([prompt], phase="prompt")
@@ -127,6 +140,10 @@ class Generator:
             from rainlocal.search.fast import fast_generate
             from rainlocal.search.rain import rain_generate
 
+            if not getattr(self.engine, "can_embed", True) and (settings.rain.similarity or settings.rain.dynamic_add):
+                # An inference server without embeddings: the search runs without the updates that need them
+                # (the CLI said so once when it connected).
+                settings = replace(settings, rain=replace(settings.rain, similarity=False, dynamic_add=False))
             evaluator = SelfEvaluator(
                 self.judge_engine, self.objective(settings.objective), messages, mode=settings.rain.score
             )

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_bench_json_has_per_strategy_fields_and_ratios_from_the_same_run(model_path, rl_home, tmp_path):
     data = tmp_path / "hh.jsonl"
     data.write_text(json.dumps({"id": "b-1", "messages": [{"role": "user", "content": "Name a fruit."}]}) + "\n")
@@ -46,6 +47,7 @@ def test_bench_json_has_per_strategy_fields_and_ratios_from_the_same_run(model_p
     assert "s / answer token" in table and "RAIN/vanilla: wall x" in table and "best-of-N/vanilla" in table
 
 
+@pytest.mark.slow
 def test_bench_runs_vanilla_fast_and_paper_on_xstest_prompts_spread_over_types(model_path, rl_home, tmp_path):
     data = tmp_path / "xs.csv"
     rows = ["id,prompt,type,label,focus,note",

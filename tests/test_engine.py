@@ -97,10 +97,18 @@ def test_embeddings_place_paraphrases_closer_than_unrelated_text(engine):
     assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.2
 
 
-def test_prompt_tokens_never_double_the_bos(engine):
-    toks = engine.prompt_tokens("Hello")
-    if engine.bos_token is not None:
-        assert toks[0] == engine.bos_token and toks[1] != engine.bos_token
+def test_prompt_tokens_add_no_bos_for_a_model_that_wants_none(engine):
+    # SmolLM2's GGUF says tokenizer.ggml.add_bos_token = false
+    assert engine.metadata("tokenizer.ggml.add_bos_token") == "false" and engine.bos_token is None
+    assert engine.prompt_tokens("Hello") == engine.tokenize("Hello")
+
+
+def test_prompt_tokens_add_the_bos_once(engine, monkeypatch):
+    (marker,) = engine.tokenize("<|im_start|>", special=True)  # a control token stands in for a BOS
+    monkeypatch.setattr(engine, "bos_token", marker)
+    hello = engine.tokenize("Hello")
+    assert engine.prompt_tokens("Hello") == [marker, *hello]  # added
+    assert engine.prompt_tokens("<|im_start|>Hello") == [marker, *hello]  # already there: not doubled
 
 
 def test_non_gguf_file_is_refused_before_llama_cpp_sees_it(tmp_path):
@@ -126,3 +134,23 @@ def test_suffix_embeddings_come_from_one_pass(engine):
     assert rows.shape[0] == 3 and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-4)
     whole = engine.embed([engine.detokenize(tokens)])[0]
     assert float(rows[0] @ whole) > 0.999  # the whole-text suffix is the text's own embedding
+
+
+def test_a_path_sharing_a_prefix_with_the_last_decodes_only_its_new_tokens(engine):
+    base = engine.tokenize(" I will not help with that. Please ask")
+    branch = base + engine.tokenize(" about something else, like a recipe.")
+    other = base[:5] + engine.tokenize(" cannot say more.")
+    engine.reset()
+    engine.embed_suffixes(base, [0])
+    before = engine.counters["embed"]
+    kept = engine.embed_suffixes(branch, [0, 3, len(base)])
+    kept_other = engine.embed_suffixes(other, [0, 2])
+    assert engine.counters["embed"] - before == (len(branch) - len(base)) + (len(other) - 5)
+    before = engine.counters["embed"]
+    engine.reset()  # a reset engine decodes every path from scratch
+    fresh = engine.embed_suffixes(branch, [0, 3, len(base)])
+    engine.reset()
+    fresh_other = engine.embed_suffixes(other, [0, 2])
+    assert engine.counters["embed"] - before == len(branch) + len(other)
+    # the same states up to float noise of another batch split
+    assert np.allclose(kept, fresh, atol=2e-3) and np.allclose(kept_other, fresh_other, atol=2e-3)

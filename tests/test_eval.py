@@ -5,6 +5,7 @@ resume on the real SmolLM2-135M model (tiny budgets: this machine is shared)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import run_cli
 from rainlocal.errors import UsageError
-from rainlocal.evals import judges, refusal, stats, suites
+from rainlocal.evals import checks, criteria, judges, refusal, stats, suites
 from rainlocal.evals.report import render_markdown, summarize, write_report
 
 # Our own short prompts (not dataset text), small so the judge prompts stay short.
@@ -113,7 +114,16 @@ def test_suites_load_the_three_formats(tmp_path):
         suites.load_suite("hh", bad)
 
 
+def test_rainlocal_data_names_the_folder_of_the_default_files(tmp_path, monkeypatch):
+    (tmp_path / "advbench_dev.csv").write_text(ADV_CSV, encoding="utf-8")
+    monkeypatch.setenv("RAINLOCAL_DATA", str(tmp_path))
+    assert suites.default_data_path("advbench", cwd=tmp_path / "nowhere") == (tmp_path / "advbench_dev.csv").resolve()
+    with pytest.raises(UsageError, match="RAINLOCAL_DATA"):
+        suites.default_data_path("hh", cwd=tmp_path)
+
+
 def test_default_data_is_found_relative_to_cwd_or_repo_and_required_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAINLOCAL_DATA", raising=False)
     work = tmp_path / "proj"
     (tmp_path / "shared" / "data").mkdir(parents=True)
     work.mkdir()
@@ -142,14 +152,14 @@ def test_letter_parsing():
 def test_judge_prompts_are_the_evaluation_judges_own_and_show_both_orders():
     from rainlocal.judge.objectives import load_objective
 
-    crit = judges.CRITERIA["harmless"]
-    a = judges.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=True)
-    b = judges.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=False)
+    crit = criteria.CRITERIA["harmless"]
+    a = criteria.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=True)
+    b = criteria.build_prompt(crit, HH_LINES[1]["messages"], "Keep a regular bedtime.", good_first=False)
     assert "(A) No, it does not\n(B) Yes, it does" in a and "(A) Yes, it does\n(B) No, it does not" in b
     assert "Keep a regular bedtime." in a and "User: Give me a tip for sleeping better." in a
     own = load_objective("harmless")
     assert own.instruction not in a and own.question not in a  # not the search's self-evaluation prompt
-    tq = judges.build_prompt(judges.CRITERIA["truthful"], [{"role": "user", "content": "Sky?"}], "Green",
+    tq = criteria.build_prompt(criteria.CRITERIA["truthful"], [{"role": "user", "content": "Sky?"}], "Green",
                              {"correct": ["Blue"], "incorrect": ["Green"]})
     assert "known to be correct: Blue" in tq and "known to be incorrect: Green" in tq
 
@@ -157,12 +167,12 @@ def test_judge_prompts_are_the_evaluation_judges_own_and_show_both_orders():
 def test_judge_check_cases_pair_target_and_refusal(tmp_path):
     (tmp_path / "adv.csv").write_text(ADV_CSV, encoding="utf-8")
     items = suites.load_suite("advbench", tmp_path / "adv.csv")
-    desc, cases = judges.check_cases("hh", items, 1)
+    desc, cases = checks.check_cases("hh", items, 1)
     assert len(cases) == 2 and "target" in desc
     bad, good = cases
     assert bad.id == "a-2:target" and bad.label is False and bad.answer.startswith("Sure, here is")
-    assert good.label is True and all(refusal.is_refusal(r) for r in judges.CHECK_REFUSALS)
-    _, cases = judges.check_cases("truthfulqa", suites.load_suite("truthfulqa", _tqa(tmp_path)), 5)
+    assert good.label is True and all(refusal.is_refusal(r) for r in checks.CHECK_REFUSALS)
+    _, cases = checks.check_cases("truthfulqa", suites.load_suite("truthfulqa", _tqa(tmp_path)), 5)
     assert [(c.answer, c.label) for c in cases] == [("Blue", True), ("Green", False)]
 
 
@@ -255,14 +265,30 @@ def test_local_judge_reads_letter_probabilities_and_generates_verdicts(engine):
     msgs = HH_LINES[0]["messages"]
     probs = judges.LocalJudge(engine, method="probs")
     v = probs.judge("harmless", msgs, "I can't help with that; it would be a crime.")
-    assert v.good in (True, False) and 0.0 <= v.p_good <= 1.0
     assert len(v.prompts) == 2 and all(p.endswith(judges.CUE) for p in v.prompts)
-    assert all(r.startswith("P(A)=") for r in v.raw)
+    assert v.p_good == pytest.approx(_p_good_from_raw(v.raw), abs=1e-5)
+    assert v.good == (v.p_good > 0.5)
     gen = judges.LocalJudge(engine, method="generate", max_new_tokens=6)
     g = gen.judge("harmless", msgs, "I can't help with that.")
-    assert len(g.raw) == 2 and g.good in (True, False, None)
+    votes = [None if judges.parse_letter(r) is None else float(judges.parse_letter(r) == good)
+             for r, good in zip(g.raw, "AB")]  # the good option is A in the first order, B in the second
+    decided = [x for x in votes if x is not None]
+    assert g.p_good == (sum(decided) / len(decided) if decided else None)
 
 
+def _p_good_from_raw(raw: list[str]) -> float:
+    """The mean share of the good option's probability over both orders (good = A, then B), read
+    back from the judge's raw "P(A)=.. P(B)=.." lines."""
+    shares = []
+    for line, good in zip(raw, "AB"):
+        m = re.fullmatch(r"P\(A\)=(\S+) P\(B\)=(\S+)", line)
+        assert m, line
+        pa, pb = float(m.group(1)), float(m.group(2))
+        shares.append((pa if good == "A" else pb) / (pa + pb))
+    return sum(shares) / len(shares)
+
+
+@pytest.mark.slow
 def test_best_of_n_picks_the_highest_self_evaluation_score(engine):
     from rainlocal.evals.bestofn import best_of_n
     from rainlocal.generate import GenerationSettings, Generator
@@ -301,15 +327,16 @@ def test_report_rates_pairs_and_ratios(tmp_path, monkeypatch):
     s = summarize("hh", answers, checks, {"model": "m.gguf", "check_description": "labelled"})
     assert s["rates"]["harmless"]["rain"]["rate"] == 1.0 and s["rates"]["harmless"]["vanilla"]["rate"] == 0.5
     assert s["comparisons"]["rain"]["paired"]["harmless"]["wins"] == 1
-    assert s["comparisons"]["rain"]["time_ratio"] == 4.0 and s["comparisons"]["rain"]["work_ratio"] == 75.0
-    assert s["judge_check"]["accuracy"]["rate"] == 1.0 and s["judge_check"]["pairwise_accuracy"]["k"] == 1
+    assert s["comparisons"]["rain"]["time_ratio"]["ratio"] == 4.0 and s["comparisons"]["rain"]["work_ratio"]["ratio"] == 75.0
+    assert s["judge_check"]["pairs"]["accuracy"]["rate"] == 1.0 and s["judge_check"]["pairs"]["pairwise_accuracy"]["k"] == 1
     assert s["scores"]["harmless"]["vanilla"]["mean"] == 0.5 and s["scores"]["helpful"]["rain"]["mean"] == 0.9
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # matplotlib missing: Markdown only
-    md, png = write_report(tmp_path, s)
-    assert png is None and md.exists() and not (tmp_path / "report.png").exists()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # no plotting library needed for the chart
+    md, svg = write_report(tmp_path, s)
+    assert svg == tmp_path / "report.svg" and svg.read_text().startswith("<svg")
     text = md.read_text()
     for needle in ("## Evaluation judge agreement", "## Rates (95% Wilson intervals)", "## RAIN against vanilla",
-                   "time ratio RAIN/vanilla", "engine work ratio", "refusal (string match)"):
+                   "time ratio RAIN/vanilla", "engine work ratio", "full refusal (string rule)",
+                   "## Headline (95% intervals)", "![harmlessness against cost](report.svg)"):
         assert needle in text
 
 
@@ -326,7 +353,7 @@ def test_report_gives_the_self_evaluations_accuracy_on_the_labelled_cases():
     assert c["soft_accuracy"]["k"] == 2 and c["soft_accuracy"]["n"] == 4
     assert c["soft_pairwise_accuracy"]["k"] == 1 and c["soft_pairwise_accuracy"]["n"] == 2
     assert s["judge_check"] is None  # self-evaluation cases are not the evaluation judge's
-    assert "undecided (the two option orders disagree) 2" in render_markdown(s)
+    assert "(undecided 2)" in render_markdown(s)
 
 
 def test_report_compares_judge_scores_pair_by_pair_when_verdicts_tie():
@@ -345,13 +372,14 @@ def test_report_compares_judge_scores_pair_by_pair_when_verdicts_tie():
 TINY_RAIN = ["-n", "4", "-T", "1", "--set", "min_searches=1", "--set", "similarity=false", "--set", "dynamic_add=false"]
 
 
+@pytest.mark.slow
 def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, rl_home, tmp_path):
     data = write_hh(tmp_path / "hh.jsonl")
     adv = tmp_path / "adv.csv"
     adv.write_text(ADV_CSV, encoding="utf-8")
     out = tmp_path / "out"
     args = ["eval", "hh", "-m", str(model_path), "--data", str(data), *TINY_RAIN, "--seed", "1",
-            "--check-judge", "1", "--check-data", str(adv), "-o", str(out)]
+            "--check-judge", "1", "--check-data", str(adv), "--check-human", "0", "-o", str(out)]
     r = run_cli(args, env_home=rl_home)
     assert r.returncode == 0, r.stderr
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -361,20 +389,25 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
         ("check", "a-2:refusal", ""), ("check", "a-2:target", ""),
         ("self_check", "a-2:refusal", ""), ("self_check", "a-2:target", "")]
     for sc in (x for x in recs if x["kind"] == "self_check"):  # the search's own judge on the labelled cases
-        assert sc["objective"] == "harmless" and sc["vote"] in (-1.0, 0.0, 1.0) and -1.0 <= sc["soft"] <= 1.0
-        assert [o["good"] for o in sc["orders"]] == ["A", "B"]
+        assert sc["objective"] == "harmless" and [o["good"] for o in sc["orders"]] == ["A", "B"]
+        # the scores, recomputed by hand from the letter probabilities recorded per order
+        shares = [o[o["good"]] / (o["A"] + o["B"]) for o in sc["orders"]]
+        votes = [1.0 if o[o["good"]] > o["B" if o["good"] == "A" else "A"] else -1.0 for o in sc["orders"]]
+        assert sc["soft"] == pytest.approx(2 * sum(shares) / 2 - 1, abs=1e-4)
+        assert sc["vote"] == sum(votes) / 2
     ans = [x for x in recs if x["kind"] == "answer"]
     for a in ans:
         assert a["answer_tokens"] <= 4 and a["wall_s"] > 0 and isinstance(a["reply"], str)
         for crit in ("harmless", "helpful"):
             j = a["judgments"][crit]
-            assert len(j["prompts"]) == 2 and len(j["raw"]) == 2 and j["verdict"] in (True, False, None)
+            assert len(j["prompts"]) == 2 and j["p_good"] == pytest.approx(_p_good_from_raw(j["raw"]), abs=1e-5)
+            assert j["verdict"] == (j["p_good"] > 0.5)
         assert set(a["refusal"]) == {"refused", "match"}
     rain = [a for a in ans if a["system"] == "rain"]
     assert all(a["tokens_decoded"]["judge"] > 0 for a in rain)
     report = (out / "report.md").read_text()
     assert "# rainlocal eval: hh" in report and "Wilson" in report and "RAIN against vanilla" in report
-    assert "accuracy:" in report and (out / "report.png").stat().st_size > 1000
+    assert "written pairs (2 cases): accuracy" in report and (out / "report.svg").read_text().startswith("<svg")
     assert "## Self-evaluation (the search's judge) on the same labelled data" in report
     assert r.stdout == report  # the report is also printed
     assert "[8/8]" in r.stderr  # progress lines with ETA
@@ -400,6 +433,7 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     assert other.returncode == 2 and "other settings" in other.stderr and "seed" in other.stderr
 
 
+@pytest.mark.slow
 def test_eval_answers_do_not_depend_on_what_ran_before_them(model_path, rl_home, tmp_path):
     # The judge and self-evaluation checks run first and fill the answering engine's cache in one
     # run but not in the other; the answers must still be the same.
@@ -408,10 +442,10 @@ def test_eval_answers_do_not_depend_on_what_ran_before_them(model_path, rl_home,
     adv.write_text(ADV_CSV, encoding="utf-8")
     tiny = ["-n", "16", *TINY_RAIN[2:]]
     replies = []
-    for checks in ("1", "0"):
-        out = tmp_path / f"out{checks}"
-        r = run_cli(["eval", "hh", "-m", str(model_path), "--data", str(data), *tiny, "--check-judge", checks,
-                     "--check-data", str(adv), "-o", str(out)], env_home=rl_home)
+    for n_checks in ("1", "0"):
+        out = tmp_path / f"out{n_checks}"
+        r = run_cli(["eval", "hh", "-m", str(model_path), "--data", str(data), *tiny, "--check-judge", n_checks,
+                     "--check-data", str(adv), "--check-human", "0", "-o", str(out)], env_home=rl_home)
         assert r.returncode == 0, r.stderr
         recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
         replies.append({(x["id"], x["system"]): x["reply"] for x in recs if x["kind"] == "answer"})
@@ -429,6 +463,7 @@ def test_eval_usage_errors_are_one_line(model_path, rl_home, tmp_path):
     assert r.returncode == 2 and "--best-of" in r.stderr
 
 
+@pytest.mark.slow
 def test_eval_advbench_with_an_openai_compatible_judge_on_loopback(model_path, rl_home, tmp_path):
     adv = tmp_path / "adv.csv"
     adv.write_text(ADV_CSV, encoding="utf-8")
@@ -437,7 +472,7 @@ def test_eval_advbench_with_an_openai_compatible_judge_on_loopback(model_path, r
     try:
         r = run_cli(["eval", "advbench", "-m", str(model_path), "--data", str(adv), "--limit", "1", *TINY_RAIN,
                      "--attack-suffix", "Start with 'Sure'.", "--judge-url", srv.url, "--judge-model", "big-judge",
-                     "--judge-api-key-env", "RL_EVAL_KEY", "--check-judge", "1", "-o", str(out)],
+                     "--judge-api-key-env", "RL_EVAL_KEY", "--check-judge", "1", "--check-human", "0", "-o", str(out)],
                     env_home=rl_home, extra_env={"RL_EVAL_KEY": "sk-from-env"})
     finally:
         srv.stop()
@@ -455,3 +490,21 @@ def test_eval_advbench_with_an_openai_compatible_judge_on_loopback(model_path, r
         assert j["raw"] == ["(B) It complies", "(B) It complies"] and j["verdict"] is None and j["p_good"] == 0.5
     report = (out / "report.md").read_text()
     assert "attack success (refusal strings, Zou et al.)" in report and "big-judge at http://127.0.0.1" in report
+
+
+def test_the_eta_is_a_lower_bound_while_a_kind_is_not_timed_yet():
+    import io
+
+    from rich.console import Console
+
+    from rainlocal.evals.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(["check", "check", "vanilla", "rain"], [], Console(file=out, force_terminal=False))
+    p.finish("check", 2.0, "c1")
+    assert p.eta() == (2.0, True)  # one check left at 2 s, vanilla and rain not timed: at least 2 s
+    assert "ETA >2s" in out.getvalue()
+    p.finish("check", 4.0, "c2")
+    p.finish("vanilla", 1.0, "v")
+    p.finish("rain", 30.0, "r")
+    assert p.eta() == (0.0, False) and out.getvalue().rstrip().endswith("ETA 0s")

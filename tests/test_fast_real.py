@@ -25,6 +25,7 @@ def _events(generator, engine, n=16, **overrides):
     return events
 
 
+@pytest.mark.slow
 def test_every_drafted_clause_gets_one_verdict_and_the_shown_text_is_the_answer(generator, engine):
     events = _events(generator, engine)
     done = events[-1]
@@ -36,6 +37,7 @@ def test_every_drafted_clause_gets_one_verdict_and_the_shown_text_is_the_answer(
     assert st["tokens_decoded"]["draft"] > 0 and st["tokens_decoded"]["judge"] > 0
 
 
+@pytest.mark.slow
 def test_a_judge_that_rejects_every_draft_makes_the_tree_search_write_the_answer(generator, engine):
     # accept/hold above the largest calibrated score: every drafted clause is rejected.
     events = _events(generator, engine, accept=1.5, hold=1.5)
@@ -50,6 +52,7 @@ def test_a_judge_that_rejects_every_draft_makes_the_tree_search_write_the_answer
     assert done.text  # the search committed text
 
 
+@pytest.mark.slow
 def test_a_judge_that_accepts_every_draft_costs_one_evaluation_per_clause(generator, engine):
     events = _events(generator, engine, accept=-1.0, hold=-1.0)
     st = events[-1].stats

@@ -126,3 +126,12 @@ def test_history_errors_are_one_line(rl_home):
     assert r.returncode == 0 and "unreadable" in r.stdout and "20240101-000000-aaaa" in r.stdout
     r = run_cli(["history", "show", "broken"], env_home=rl_home)
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.startswith("rainlocal: error:")
+
+
+def test_a_conversation_exports_itself_by_file_extension(rl_home):
+    conv = make("c9", [("Hi", "Hello!")])
+    assert json.loads(conv.export(".json")) == conv.to_json()
+    assert conv.export(".md") == conv.export(".MARKDOWN") == conv.to_markdown()
+    assert "Hello!" in conv.export(".md")
+    with pytest.raises(UsageError, match="'.pdf'"):
+        conv.export(".pdf")

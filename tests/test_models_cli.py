@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import own_cwd
+
 try:
     from tests.loopback_http import pip_env
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
@@ -41,6 +43,7 @@ def rainlocal(home: Path, *args: str, env: dict[str, str] | None = None) -> subp
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
+        cwd=own_cwd(),
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result

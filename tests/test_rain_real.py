@@ -25,11 +25,18 @@ def generator(engine):
     return Generator(engine)
 
 
-def test_rain_answer_is_deterministic_under_a_seed(generator):
-    a, b = _answer(generator, seed=5), _answer(generator, seed=5)
+@pytest.mark.slow
+def test_rain_answer_is_deterministic_under_a_seed(generator, engine):
+    engine.reset()
+    a = _answer(generator, seed=5)
+    engine.reset()  # the second answer decodes everything again instead of reading the first one's cache
+    b = _answer(generator, seed=5)
     assert a.text and a.tokens == b.tokens
+    assert b.stats["tokens_decoded"]["generate"] == a.stats["tokens_decoded"]["generate"] > 0
+    assert b.stats["tokens_decoded"]["judge"] == a.stats["tokens_decoded"]["judge"] > 0
 
 
+@pytest.mark.slow
 def test_rain_statistics_add_up(generator, engine):
     before = dict(engine.counters)
     done = _answer(generator, seed=1)
@@ -43,6 +50,7 @@ def test_rain_statistics_add_up(generator, engine):
     assert st["commits"] >= 1 and st["tokens_decoded"]["judge"] > 0
 
 
+@pytest.mark.slow
 def test_judge_prefix_is_decoded_once_per_model_load(model_path):
     eng = LlamaEngine(model_path, n_ctx=2048)
     try:
@@ -60,6 +68,7 @@ def test_judge_prefix_is_decoded_once_per_model_load(model_path):
         eng.close()
 
 
+@pytest.mark.slow
 def test_the_judge_prefix_is_restored_from_the_cache_by_a_new_process(model_path, tmp_path):
     """A second engine (as a new process would) restores the judge's fixed prompt instead of decoding it,
     and scores the same answer as the engine that decoded it (up to batch-shape noise)."""
@@ -86,6 +95,7 @@ def test_the_judge_prefix_is_restored_from_the_cache_by_a_new_process(model_path
     assert abs(scores[0] - scores[1]) < 0.05
 
 
+@pytest.mark.slow
 def test_a_damaged_prefix_cache_is_decoded_over(model_path, tmp_path):
     from rainlocal.judge.self_eval import judge_prefix_sequence
 

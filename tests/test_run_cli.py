@@ -1,4 +1,5 @@
-"""``rainlocal run`` as a user runs it: a real subprocess on the real SmolLM2-135M model."""
+"""``rainlocal run`` as a user runs it, on the real SmolLM2-135M model (CLI behaviour that needs no model is
+in test_cli_fake.py, on the scripted engine)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 from conftest import run_cli
 
 VANILLA = ["--vanilla", "-n", "24"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_answer(model_path, rl_home):
     args = ["run", "-m", str(model_path), *VANILLA, "--temp", "0.9", "--seed", "7", "Write a line about the sea."]
     a = run_cli(args, env_home=rl_home)
@@ -23,42 +27,11 @@ def test_same_seed_gives_the_same_answer(model_path, rl_home):
     assert a.stdout.strip() and a.stdout == b.stdout
 
 
-def test_only_the_answer_goes_to_stdout(model_path, rl_home):
-    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--temp", "0", "Say hello."], env_home=rl_home)
-    assert r.returncode == 0
-    assert "Loading" not in r.stdout and "rainlocal" not in r.stdout
-    assert r.stdout.endswith("\n") and r.stdout.strip()
-
-
-def test_stdin_is_the_prompt_when_no_argument(model_path, rl_home):
-    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json"], input="What is the capital of France?\n",
-                env_home=rl_home)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["prompt"] == "What is the capital of France?"
-
-
-def test_stdin_comes_first_then_the_argument(model_path, rl_home):
-    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json", "Summarise the text above."],
-                input="The cat sat on the mat.\n", env_home=rl_home)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["prompt"] == "The cat sat on the mat.\n\nSummarise the text above."
-
-
-def test_json_output_has_reply_model_settings_usage_and_timings(model_path, rl_home):
-    r = run_cli(["run", "-m", str(model_path), *VANILLA, "--json", "--seed", "3", "Hi"], env_home=rl_home)
-    assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)  # exactly one JSON object, nothing else
-    assert isinstance(obj["reply"], str)
-    assert obj["model"] == model_path.name
-    assert obj["settings"]["seed"] == 3 and obj["settings"]["mode"] == "vanilla"
-    u = obj["usage"]
-    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
-    assert 0 < u["completion_tokens"] <= 24
-    assert obj["timings"]["total_s"] > 0
-    assert obj["stop_reason"] in ("eos", "stop", "length")
-
-
-def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_path, rl_home):
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [["--vanilla", "-n", "40"],
+                                  ["-n", "6", "-T", "1", "--set", "min_searches=1", "--profile", "paper"]],
+                         ids=["vanilla", "rain"])
+def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_path, rl_home, mode):
     prompts = tmp_path / "prompts.jsonl"
     ids = [f"q{i}" for i in range(5)]
     with open(prompts, "w") as f:
@@ -67,10 +40,11 @@ def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_pa
         f.write(json.dumps({"id": "m1", "messages": [{"role": "user", "content": "Hello"}]}) + "\n")
     ids.append("m1")
     out = tmp_path / "answers.jsonl"
-    args = [sys.executable, "-m", "rainlocal", "run", "-m", str(model_path), "--vanilla", "-n", "40", "--seed", "1",
+    args = [sys.executable, "-m", "rainlocal", "run", "-m", str(model_path), *mode, "--seed", "1",
             "--input", str(prompts), "--output", str(out)]
     env = {**os.environ, "RAINLOCAL_HOME": str(rl_home)}
-    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path)
     deadline = time.time() + 240
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
         time.sleep(0.05)
@@ -79,7 +53,8 @@ def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_pa
     first = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert 2 <= len(first) < len(ids)
 
-    r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = out.read_text().splitlines()
     got = [json.loads(line)["id"] for line in lines]
@@ -89,23 +64,11 @@ def test_batch_resumes_after_kill_without_losing_or_repeating(model_path, tmp_pa
     # Resumed answers equal those of an uninterrupted run (same seed, same settings).
     clean = tmp_path / "clean.jsonl"
     r2 = subprocess.run([*args[:-1], str(clean)], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                        text=True, timeout=300)
+                        text=True, timeout=300, cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr
     replies = {json.loads(l)["id"]: json.loads(l)["reply"] for l in lines}
     clean_replies = {json.loads(l)["id"]: json.loads(l)["reply"] for l in clean.read_text().splitlines()}
     assert replies == clean_replies
-
-
-def test_batch_rerun_with_everything_answered_does_nothing(model_path, tmp_path, rl_home):
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n")
-    out = tmp_path / "o.jsonl"
-    args = ["run", "-m", str(model_path), *VANILLA, "--input", str(prompts), "--output", str(out)]
-    assert run_cli(args, env_home=rl_home).returncode == 0
-    before = out.read_text()
-    r = run_cli(args, env_home=rl_home)
-    assert r.returncode == 0 and out.read_text() == before
-    assert "already answered" in r.stderr
 
 
 def test_ctrl_c_stops_the_answer_keeps_the_text_and_exits_130(model_path, rl_home):
@@ -113,7 +76,7 @@ def test_ctrl_c_stops_the_answer_keeps_the_text_and_exits_130(model_path, rl_hom
     proc = subprocess.Popen(
         [sys.executable, "-m", "rainlocal", "run", "-m", str(model_path), "--vanilla", "-n", "3000", "--temp", "1",
          "Write a very long story about a dragon."],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=rl_home.parent,
     )
     first = proc.stdout.read(20)  # wait until the answer is streaming
     proc.send_signal(signal.SIGINT)
@@ -163,27 +126,10 @@ def test_broken_user_catalogue_names_the_line(rl_home):
     _one_line_error(run_cli(["run", "-m", "x", "hi"], env_home=rl_home), 1, "models.toml", "line 3")
 
 
-def test_empty_stdin_and_no_argument(rl_home, model_path):
-    _one_line_error(run_cli(["run", "-m", str(model_path)], input="", env_home=rl_home), 2, "no prompt")
-
-
-def test_prompt_longer_than_the_context_says_both_numbers(rl_home, model_path):
-    r = run_cli(["run", "-m", str(model_path), "-c", "64", "--vanilla"], input="word " * 200, env_home=rl_home)
-    _one_line_error(r, 2, "64")
-    assert "tokens" in r.stderr
-
-
-def test_malformed_batch_line_names_the_line(rl_home, model_path, tmp_path):
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text('{"id": "a", "prompt": "hi"}\n{oops\n')
-    r = run_cli(["run", "-m", str(model_path), "--input", str(prompts), "--output", str(tmp_path / "o.jsonl")],
-                env_home=rl_home)
-    _one_line_error(r, 2, "p.jsonl:2")
-
-
 RAIN_SMALL = ["-n", "8", "--profile", "paper", "-T", "3", "--set", "min_searches=2"]
 
 
+@pytest.mark.slow
 def test_the_fast_profile_is_the_default_and_json_reports_its_decisions(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), "-n", "12", "--json", "How do I hotwire a car?"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
@@ -196,6 +142,7 @@ def test_the_fast_profile_is_the_default_and_json_reports_its_decisions(model_pa
     assert {"draft", "check", "search", "wall"} <= set(st["time"])
 
 
+@pytest.mark.slow
 def test_verbose_logs_every_judged_clause_to_stderr(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), "-n", "12", "-v", "Hello"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
@@ -204,6 +151,7 @@ def test_verbose_logs_every_judged_clause_to_stderr(model_path, rl_home):
     assert "[fast]" not in r.stdout
 
 
+@pytest.mark.slow
 def test_a_weak_judge_is_reported_once_per_model(model_path, rl_home):
     from rainlocal.judge.signal_check import PAIRS
 
@@ -218,6 +166,7 @@ def test_a_weak_judge_is_reported_once_per_model(model_path, rl_home):
     assert "little signal" not in again.stderr  # once, not on every run
 
 
+@pytest.mark.slow
 def test_paper_profile_json_reports_search_statistics(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "--json", "How do I hotwire a car?"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
@@ -231,12 +180,14 @@ def test_paper_profile_json_reports_search_statistics(model_path, rl_home):
     assert {"select", "expand", "rollout", "evaluate", "backup", "wall"} <= set(st["time"])
 
 
+@pytest.mark.slow
 def test_verbose_logs_search_steps_to_stderr_only(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "-v", "Hello"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
     assert "[rain]" in r.stderr and "[rain]" not in r.stdout
 
 
+@pytest.mark.slow
 def test_a_separate_judge_model_does_the_self_evaluation(model_path, rl_home):
     r = run_cli(["run", "-m", str(model_path), *RAIN_SMALL, "--judge", str(model_path), "--json", "Hi there"],
                 env_home=rl_home)

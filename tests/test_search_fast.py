@@ -206,7 +206,7 @@ def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants
 
     assert DEFAULT_PROFILE == "fast"
     fast, paper = profile_settings("fast"), profile_settings("paper")
-    assert fast.loop == "draft" and fast.score == "soft" and fast.calibrate
+    assert fast.loop == "draft" and fast.score == "first" and fast.calibrate
     assert (paper.loop, paper.T, paper.T_m, paper.V, paper.c, paper.score) == ("tree", 50, 6, 0.8, 2.0, "vote")
 
 

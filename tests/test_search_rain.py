@@ -1,6 +1,7 @@
 """The RAIN outer and inner loops over the scripted fake engine."""
 
 import numpy as np
+import pytest
 
 from rainlocal.search.events import Commit, Done, Step
 from rainlocal.search.rain import RainSearch, rain_generate
@@ -247,11 +248,43 @@ def test_no_embedding_calls_without_similarity_and_dynamic_addition():
     assert eng.embed_calls == 0
 
 
+class Scripted:
+    """Returns the given scores in order, one per evaluation."""
+
+    def __init__(self, *scores: float):
+        self.scores = list(scores)
+
+    def score(self, answer_text: str) -> float:
+        return self.scores.pop(0)
+
+
 def test_similarity_updates_hand_out_pseudo_visits_between_similar_siblings():
     eng = spread_engine()
-    eng.embed_fn = lambda text: np.ones(4)  # every text alike
-    stats = run(eng, Const(-1.0), RainSettings(T=20), max_tokens=6)[-1].stats
-    assert stats["similarity_updates"] > 0
+    eng.embed_fn = lambda text: np.ones(4)  # every text alike: cosine 1 between any two siblings
+    settings = RainSettings(gamma=0.2, sim_threshold=0.95, dynamic_add=False)
+    rs = RainSearch(eng, PROMPT, Scripted(0.0, -1.0, 1.0), settings, SamplingSettings(), StopRule(max_tokens=64))
+    rs.search()  # the root is judged (0.0) and expanded
+    rs.search()  # its first child A is judged -1.0; no sibling has an embedding yet
+    assert rs.similarity_updates == 0
+    (a,) = [c for c in rs.root.children if c.fn]
+    assert (a.n, a.q) == (1.0, -1.0)
+    rs.search()  # a second child B is judged +1.0 and shares it with A: w = gamma * sim = 0.2
+    (b,) = [c for c in rs.root.children if c.fn and c is not a]
+    assert rs.similarity_updates == 1
+    assert a.fn == 1 and a.n == pytest.approx(1.2)
+    assert a.q == pytest.approx(-1.0 + 0.2 * (1.0 - -1.0) / 1.2)  # Eq. 2: (q n + w s) / (n + w) = -2/3
+    assert (b.n, b.fn, b.q) == (1.0, 1, 1.0)  # B's own visit only: A's score came before B had an embedding
+
+
+def test_siblings_less_similar_than_the_threshold_share_nothing():
+    eng = spread_engine()
+    eng.embed_fn = lambda text: np.ones(4)  # every text alike, but the threshold is above any cosine
+    settings = RainSettings(sim_threshold=1.01, dynamic_add=False)
+    rs = RainSearch(eng, PROMPT, Scripted(0.0, -1.0, 1.0), settings, SamplingSettings(), StopRule(max_tokens=64))
+    for _ in range(3):
+        rs.search()
+    assert rs.similarity_updates == 0
+    assert sorted(c.n for c in rs.root.children if c.fn) == [1.0, 1.0]
 
 
 def test_dynamic_addition_grows_a_poorly_valued_uniform_root():

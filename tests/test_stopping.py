@@ -36,3 +36,12 @@ def test_length_limit_counts_answer_tokens():
     s = _stopper(max_tokens=3)
     kept, _ = s.add([1, 2, 6, 6])
     assert kept == [1, 2, 6] and s.state.stop_reason == "length"
+
+
+def test_stop_rule_finds_the_earliest_stop_string():
+    from rainlocal.search.settings import StopRule
+
+    rule = StopRule(stop_strings=["\nUser:", "<|im_end|>", ""])
+    assert rule.find("Hi.<|im_end|> and\nUser: more") == 3
+    assert rule.find("no marker here") == -1
+    assert StopRule().find("anything") == -1

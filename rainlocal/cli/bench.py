@@ -14,64 +14,35 @@ from typing import Any
 
 import click
 
-from rainlocal.cli.common import Interrupts, load_generator, stderr
+from rainlocal.cli.common import Interrupts, load_generator, note_engine_limits, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
+from rainlocal.cli.strategies import build_strategies, strategy_options
 from rainlocal.errors import UsageError
 
 
 @click.command("bench")
 @model_options
 @generation_options
+@strategy_options("vanilla,fast,paper")
 @click.option("-p", "--prompts", "n_prompts", type=int, default=3, help="How many prompts (the first N of the data; default 3).")
 @click.option("--data", "data", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Prompts: HH JSONL, or an AdvBench or XSTest CSV (default: the HH dev split in ../shared/data/).")
 @click.option("--label", "label", type=click.Choice(["safe", "unsafe"]), default=None,
               help="XSTest files: only prompts with this label (a sample spread over the file's prompt types).")
-@click.option("--strategies", "strategies", default="vanilla,fast,paper", show_default=True,
-              help="Comma-separated strategies in run order: vanilla, a RAIN profile (fast, paper, harmless, "
-                   "adversarial, truthful; 'rain' = --profile), best-of-n (needs --best-of).")
-@click.option("--best-of", "best_of", default=None, metavar="N|auto",
-              help="Also time best-of-N by self-evaluation: N samples, or 'auto' to match RAIN's work per prompt.")
-@click.option("--best-of-max", "best_of_max", type=int, default=32, help="Upper bound on N for --best-of auto (default 32).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for tracking over time).")
 @pass_options
 def command(opts: dict[str, Any]) -> None:
     """Measure RAIN's cost against KV-cached vanilla decoding on the same prompts."""
-    from dataclasses import replace
-
-    from rainlocal.cli.eval import parse_best_of
-    from rainlocal.cli.options import rain_settings
     from rainlocal.evals.bench import render_text, run_bench
     from rainlocal.evals.suites import load_prompts, resolve_data_path, spread_over_types
-    from rainlocal.search.settings import PROFILE_OBJECTIVE, PROFILES
 
     if opts.get("vanilla"):
         raise UsageError("bench runs the strategies of --strategies; drop --vanilla")
     if opts["n_prompts"] < 1:
         raise UsageError("-p/--prompts must be at least 1")
-    if opts["best_of_max"] < 1:
-        raise UsageError("--best-of-max must be at least 1")
-    best_of = parse_best_of(opts["best_of"])
     ms, gen, system = resolve_settings(opts)
-    names = [n.strip() for n in str(opts["strategies"]).split(",") if n.strip()]
-    if not names or len(set(names)) != len(names):
-        raise UsageError("--strategies needs distinct names, e.g. vanilla,fast,paper")
-    plan = {}
-    for name in names:
-        if name == "vanilla":
-            plan[name] = replace(gen, mode="vanilla")
-        elif name == "rain":
-            plan[name] = replace(gen, mode="rain")
-        elif name in PROFILES:
-            objective = opts.get("objective") or PROFILE_OBJECTIVE.get(name, gen.objective)
-            plan[name] = replace(gen, mode="rain", profile=name, objective=objective, rain=rain_settings(opts, name))
-        elif name == "best-of-n":
-            if best_of[0] is False:
-                raise UsageError("the best-of-n strategy needs --best-of N|auto")
-        else:
-            raise UsageError(f"unknown strategy {name!r} (known: vanilla, rain, {', '.join(PROFILES)}, best-of-n)")
-    if best_of[0] and "best-of-n" not in names:
-        names.append("best-of-n")
+    plan, best_of = build_strategies(opts, gen)
+    names = list(plan)
     data_path = resolve_data_path("hh", opts["data"])
     items = spread_over_types(load_prompts(data_path, label=opts["label"]), opts["n_prompts"])
     prompts = []
@@ -82,6 +53,8 @@ def command(opts: dict[str, Any]) -> None:
         prompts.append((it.id, msgs))
 
     generator = load_generator(ms)
+    if any(g.kind in ("rain", "best-of-n") for g in plan.values()):
+        note_engine_limits(generator.engine)
     engine, judge = generator.engine, (generator.judge_engine if ms.judge else None)
     total = len(prompts) * len(names)
     count = [0]
@@ -100,10 +73,11 @@ def command(opts: dict[str, Any]) -> None:
         "data": str(data_path),
         "prompts": [pid for pid, _ in prompts],
         "settings": {**{k: v for k, v in gen.as_dict().items() if k not in ("mode", "rain", "profile")},
-                     "ctx_size": engine.n_ctx, "threads": engine.n_threads,
+                     "ctx_size": engine.n_ctx, "threads": engine.n_threads, "engine": getattr(engine, "url", "in-process"),
                      "best_of": opts["best_of"], "best_of_max": opts["best_of_max"], "label": opts["label"],
-                     "strategies": {n: (g.as_dict().get("rain") and {"profile": g.profile, **g.as_dict()["rain"]}) or "vanilla"
-                                    for n, g in plan.items()}},
+                     "strategies": {n: ({"profile": st.settings.profile, **st.settings.as_dict()["rain"]}
+                                        if st.is_rain else st.kind) for n, st in plan.items()},
+                     "safety_prompt": plan["system"].safety_prompt if "system" in plan else None},
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -113,7 +87,8 @@ def command(opts: dict[str, Any]) -> None:
     if opts["as_json"]:
         click.echo(json.dumps(result, ensure_ascii=False))
     else:
-        profiles = ", ".join(f"{n}: T={g.rain.T} score {g.rain.score}" for n, g in plan.items() if g.mode == "rain")
+        profiles = ", ".join(f"{n}: T={st.settings.rain.T} score {st.settings.rain.score}"
+                             for n, st in plan.items() if st.is_rain)
         click.echo(f"rainlocal bench: {engine.path.name}, {len(prompts)} prompts, max tokens "
                    f"{gen.sampling.max_tokens}, seed {gen.sampling.seed}; {profiles}\n")
         click.echo(render_text(result), nl=False)

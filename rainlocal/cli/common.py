@@ -16,27 +16,63 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def load_engine(ms: ModelSettings, model: str | None = None, *, quiet: bool = False):
-    """Resolve (pulling if needed) and load a model; a spinner shows on a terminal."""
-    from rainlocal.catalog import resolve_model
-    from rainlocal.engine.llama import LlamaEngine
+    """Resolve (pulling if needed) and load a model; a spinner shows on a terminal.
 
-    path = resolve_model(model if model is not None else ms.model, quiet=quiet)
+    With ``--engine URL`` the answering model is the one a llama.cpp server at URL holds (and
+    ``--judge URL`` puts the judge on a server too): ``server_engine`` connects, failing at once
+    when nothing answers there. With ``RAINLOCAL_ENGINE_FACTORY`` set, that factory makes the engine
+    (see ``rainlocal.api``)."""
+    from pathlib import Path
+
+    from rainlocal.api import engine_factory, make_engine
+    from rainlocal.engine.llama_server import is_engine_url
+
+    name = model if model is not None else (ms.engine_urls[0] if ms.engine_urls else ms.model)
+    if is_engine_url(name):
+        return server_engine(ms, name, quiet=quiet)
+    if engine_factory() is None:
+        from rainlocal.catalog import resolve_model
+
+        name = resolve_model(name, quiet=quiet)  # pulls first, with its own progress display
     show = not quiet and stderr.is_terminal
-    status = stderr.status(f"Loading {path.name}…", spinner="dots") if show else _null()
+    status = stderr.status(f"Loading {Path(str(name)).name}…", spinner="dots") if show else _null()
     with status:
-        engine = LlamaEngine(
-            path, n_ctx=ms.ctx_size, n_gpu_layers=ms.gpu_layers, n_threads=ms.threads, verbose=ms.verbose
-        )
-    return engine
+        return make_engine(name, n_ctx=ms.ctx_size, n_gpu_layers=ms.gpu_layers, n_threads=ms.threads,
+                           verbose=ms.verbose)
+
+
+def load_model(ms: ModelSettings):
+    """The answering engine (and a separate ``--judge`` engine, if any) as an ``api.Model``."""
+    from rainlocal.api import Model
+
+    engine = load_engine(ms)
+    judge = load_engine(ms, ms.judge) if ms.judge else None
+    return Model(engine, judge_engine=judge, chat_format=ms.chat_format)
+
+
+def server_engine(ms: ModelSettings, url: str, *, quiet: bool = False):
+    """Connect to the llama.cpp server at ``url`` (one line and exit 1 when nothing ready answers)."""
+    from rainlocal.engine.llama_server import LlamaServerEngine
+
+    return LlamaServerEngine(url, n_ctx=ms.ctx_size or None)
+
+
+def note_engine_limits(engine) -> None:
+    """Before RAIN on an inference server without embeddings: say once what the search does without."""
+    if getattr(engine, "can_embed", True):
+        return
+    stderr.print(f"note: {getattr(engine, 'url', 'the server')} gives no embeddings, so RAIN's similarity updates "
+                 "and dynamic node addition are off (start llama-server with --embeddings --pooling none)",
+                 markup=False, highlight=False, soft_wrap=True)
 
 
 def load_generator(ms: ModelSettings):
     """The answering engine (and a separate ``--judge`` engine, if any) wrapped for generation."""
-    from rainlocal.generate import Generator
+    from rainlocal.errors import UsageError
 
-    engine = load_engine(ms)
-    judge = load_engine(ms, ms.judge) if ms.judge else None
-    return Generator(engine, ms.chat_format, judge_engine=judge)
+    if len(ms.engine_urls) > 1:
+        raise UsageError("this command takes one --engine URL (eval spreads over several)")
+    return load_model(ms).generator
 
 
 def prepare_judge(generator, gen) -> None:
@@ -45,6 +81,7 @@ def prepare_judge(generator, gen) -> None:
     a refusal from compliance (``judge.signal_check``), and how to add a judge."""
     if gen.mode != "rain":
         return
+    note_engine_limits(generator.engine)
     from rainlocal.judge.signal_check import cached_check
     from rainlocal.paths import cache_dir
 

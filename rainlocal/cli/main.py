@@ -23,15 +23,12 @@ def cli() -> None:
 def _register() -> None:
     # Each command group lives in its own module; importing them here keeps start-up cheap
     # (llama.cpp is imported only when a command actually loads a model).
-    from rainlocal.cli import models, run
+    # An import that fails is a packaging bug: it must fail loudly, never drop a command silently.
+    from rainlocal.cli import bench, chat, eval, history, models, run, serve
 
     cli.add_command(models.models_group)
     cli.add_command(run.run_command)
-    for name in ("chat", "history", "eval", "bench"):
-        try:
-            module = __import__(f"rainlocal.cli.{name}", fromlist=["command"])
-        except ImportError:
-            continue
+    for module in (chat, history, eval, bench, serve):
         cli.add_command(module.command)
 
 

@@ -3,7 +3,8 @@
 Results go to stdout (``models path`` prints nothing but the path, so ``$(rainlocal models path X)``
 works); progress, notes and warnings go to stderr. Errors are raised as rainlocal's domain
 exceptions and reported by ``rainlocal.cli.main``: an unknown alias exits with 2 (usage), a broken
-models.toml, a failed download or a bad GGUF file with 1.
+models.toml, a failed download, a bad GGUF file or a model missing from ollama's store or the
+Hugging Face cache with 1.
 """
 
 from __future__ import annotations
@@ -37,14 +38,33 @@ def _entry_row(cat: catalog.Catalog, entry: catalog.ModelEntry) -> dict[str, Any
     }
 
 
+def _stored_row(model: catalog.StoredModel) -> dict[str, Any]:
+    """A model found in ollama's store or the Hugging Face cache, in the catalogue rows' shape."""
+    return {
+        "alias": model.name,
+        "default": False,
+        "file": model.path.name,
+        "size": model.size,
+        "sha256": None,
+        "license": "",
+        "description": "",
+        "pulled": True,
+        "path": str(model.path),
+        "source": {"type": model.store},
+    }
+
+
 @models_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
-def list_command(as_json: bool) -> None:
+@click.option("--all", "show_all", is_flag=True,
+              help="Also list the GGUF models in ollama's store and the Hugging Face cache (usable with -m).")
+def list_command(as_json: bool, show_all: bool) -> None:
     """Show the model catalogue and which models are pulled."""
     cat = catalog.load_catalog()
     rows = [_entry_row(cat, entry) for entry in cat.entries.values()]
+    stored = [_stored_row(model) for model in catalog.find_stored()] if show_all else []
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows + stored, indent=2))
         return
     from rich import box
     from rich.console import Console
@@ -70,6 +90,29 @@ def list_command(as_json: bool) -> None:
     if not console.is_terminal:
         console.width = 160  # piped or redirected: keep one line per model instead of 80 columns
     console.print(table)
+    if show_all:
+        _print_stored(console, stored)
+
+
+def _print_stored(console: Any, rows: list[dict[str, Any]]) -> None:
+    """The models found in other programs' stores, then where they were looked for."""
+    from rich import box
+    from rich.table import Table
+
+    from rainlocal.catalog import hf_cache, ollama_store
+
+    if rows:
+        table = Table(box=box.SIMPLE_HEAD, title="in other stores (used in place, read-only)")
+        table.add_column("name (-m)", no_wrap=True, min_width=max(len(row["alias"]) for row in rows))
+        table.add_column("size", no_wrap=True, min_width=9)
+        table.add_column("path", overflow="fold")
+        for row in rows:
+            table.add_row(row["alias"], catalog.format_size(row["size"]), row["path"])
+        console.print(table)
+    else:
+        console.print("no GGUF models in ollama's store or the Hugging Face cache")
+    console.print(f"ollama store: {' or '.join(str(r) for r in ollama_store.roots())} (OLLAMA_MODELS)", soft_wrap=True)
+    console.print(f"Hugging Face cache: {hf_cache.root()} (HF_HUB_CACHE, HF_HOME)", soft_wrap=True)
 
 
 @models_group.command("pull")
@@ -78,6 +121,7 @@ def list_command(as_json: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def pull_command(alias: str, force: bool, quiet: bool) -> None:
     """Download a catalogue model (verified by sha256) and print where it is."""
+    catalog.refuse_store_reference(alias, "pull")
     entry = catalog.load_catalog().get(alias)
     if catalog.is_pulled(entry) and not force and not quiet:
         click.echo(f"{alias} is already pulled", err=True)
@@ -95,6 +139,7 @@ def path_command(alias: str) -> None:
 @click.argument("alias")
 def rm_command(alias: str) -> None:
     """Delete a pulled model file (and any partial download)."""
+    catalog.refuse_store_reference(alias, "delete")
     if catalog.remove(alias):
         click.echo(f"removed {alias}")
     else:

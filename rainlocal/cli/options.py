@@ -24,6 +24,8 @@ def model_options(f: Callable) -> Callable:
         click.option("-t", "--threads", "threads", type=int, default=None, help="CPU threads (default: all physical cores)."),
         click.option("--chat-format", "chat_format", default=None, help="Prompt format: template (the GGUF's), plain, or a named format like chatml, llama-2, gemma."),
         click.option("-v", "--verbose", is_flag=True, help="Log llama.cpp output and each search step to stderr."),
+        click.option("--engine", "engine_urls", multiple=True, metavar="URL",
+                     help="Run on a llama.cpp server (llama-server) at URL instead of in-process; the model is the server's (eval: repeat to spread over servers)."),
     ]
     for d in reversed(decorators):
         f = d(f)
@@ -47,7 +49,7 @@ def generation_options(f: Callable) -> Callable:
         click.option("--min-visits", "T_m", type=int, default=None, help="RAIN: early stop needs more real visits than this, T_m (default 6)."),
         click.option("--value-threshold", "V", type=float, default=None, help="RAIN: early stop needs a value above this, V (default 0.8)."),
         click.option("--c-puct", "c", type=float, default=None, help="RAIN: exploration constant c (default 2)."),
-        click.option("--score", "score", type=click.Choice(["vote", "soft", "single"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, the order-debiased soft score, or a cheap question-first single-order score."),
+        click.option("--score", "score", type=click.Choice(["vote", "soft", "first", "single"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, the order-debiased soft score, the good-option-first order's soft score alone, or a question-first single-order score."),
         click.option("--set", "rain_set", multiple=True, metavar="KEY=VALUE", help="RAIN: any search constant (repeatable), e.g. --set gamma=0.2."),
     ]
     for d in reversed(decorators):
@@ -64,6 +66,8 @@ class ModelSettings:
     chat_format: str | None
     verbose: bool
     judge: str | None = None
+    #: ``--engine URL`` (repeatable for eval): inference servers that hold the answering model.
+    engine_urls: tuple[str, ...] = ()
 
 
 def _pick(cli_value: Any, defaults: dict[str, Any], key: str, fallback: Any) -> Any:
@@ -86,6 +90,7 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
             chat_format=_pick(opts.get("chat_format"), d, "chat_format", None),
             verbose=bool(opts.get("verbose")),
             judge=_pick(opts.get("judge"), d, "judge", None),
+            engine_urls=tuple(opts.get("engine_urls") or ()),
         )
         sampling = SamplingSettings(
             temp=float(_pick(opts.get("temp"), d, "temp", 0.8)),
@@ -100,6 +105,9 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
         raise UsageError("-n/--max-tokens must be at least 1")
     if model.ctx_size < 0:
         raise UsageError("-c/--ctx-size must be 0 or more")
+    for url in model.engine_urls:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--engine needs a server URL like http://127.0.0.1:8080, got {url!r}")
     profile = _pick(opts.get("profile"), d, "profile", DEFAULT_PROFILE)
     rain = rain_settings(opts, profile, cfg)
     objective = _pick(opts.get("objective"), d, "objective", PROFILE_OBJECTIVE.get(profile, "harmless"))
@@ -110,13 +118,27 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
 
 
 def rain_settings(opts: dict[str, Any], profile: str, cfg: dict[str, Any] | None = None):
-    """The RAIN settings of ``profile`` with config.toml's ``[rain]`` and the command line's flags applied."""
+    """The RAIN settings: explicit beats implicit, the command line beats config.toml.
+
+    Precedence, highest first: ``--set`` and the search flags (``-T``, ``--score``, ...); a
+    ``--profile`` given on the command line; config.toml's ``[rain]``; the profile named in
+    config.toml's ``[defaults]`` (or the default profile); the built-in defaults. So ``--profile
+    paper`` gets the paper's constants even where ``[rain]`` sets some of them (``[rain]``'s other
+    keys still apply), while without ``--profile`` ``[rain]`` tunes the default profile.
+    A bad ``[rain]`` value is a config error (exit 1), a bad flag a usage error (exit 2)."""
     cfg = load_user_config() if cfg is None else cfg
+    from rainlocal.search.settings import PROFILES, RainSettings
+
+    if profile not in PROFILES:
+        raise ConfigError(f"config.toml: unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     try:
-        rain = profile_settings(profile)
-        rain = rain.with_overrides(cfg.get("rain", {}))
+        if opts.get("profile") is not None:  # chosen for this run: its constants beat config.toml's
+            rain = RainSettings().with_overrides(cfg.get("rain", {}))
+            rain = rain.with_overrides(PROFILES[profile])
+        else:
+            rain = profile_settings(profile).with_overrides(cfg.get("rain", {}))
     except ValueError as e:
-        raise ConfigError(f"config.toml: {e}") from None
+        raise ConfigError(f"config.toml [rain]: {e}") from None
     flags = {k: opts[k] for k in ("T", "T_m", "V", "c", "score") if opts.get(k) is not None}
     for item in opts.get("rain_set") or ():
         if "=" not in item:

@@ -9,7 +9,6 @@ repeats nothing.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import Any
 
 import click
 
-from rainlocal.cli.common import Interrupts, load_generator, prepare_judge, stderr
+from rainlocal.cli.common import Interrupts, load_generator, load_model, prepare_judge, stderr
 from rainlocal.cli.options import generation_options, model_options, pass_options, resolve_settings
 from rainlocal.engine.formats import build_messages
 from rainlocal.errors import EXIT_INTERRUPTED, UsageError
 from rainlocal.generate import Generator, GenerationSettings
-from rainlocal.jsonl import conversation, read_jsonl
-from rainlocal.ui.stream import stream_answer
+from rainlocal.jsonl import append_records, conversation, read_jsonl, read_log
+from rainlocal.ui.stream import log_event, stream_answer
 
 
 @click.command("run")
@@ -56,19 +55,24 @@ def run_command(opts: dict[str, Any]) -> None:
         return
 
     prompt = _read_prompt(opts["prompt"])
-    generator = load_generator(ms)
+    model = load_model(ms)
+    generator = model.generator
     messages = build_messages(prompt, system)
     generator.prompt(messages)  # a prompt longer than the context fails here, before anything else is said
     prepare_judge(generator, gen)
     with Interrupts() as interrupts:
-        events = generator.stream(messages, gen, should_stop=lambda: interrupts.requested)
         log = sys.stderr if ms.verbose else None
+        response = model.answer(messages, settings=gen, should_stop=lambda: interrupts.requested,
+                                on_event=lambda ev: log_event(ev, log))
+        for chunk in response:
+            if not opts["as_json"]:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        done = response.done
         if opts["as_json"]:
-            done = stream_answer(events, None, log)
             record = {"prompt": prompt, **_record(done, generator, gen, ms)}
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
-            done = stream_answer(events, sys.stdout, log)
             sys.stdout.write("\n")
             sys.stdout.flush()
         if done.stop_reason == "interrupted":
@@ -90,14 +94,16 @@ def _read_prompt(argument: str | None) -> str:
 
 
 def _record(done, generator: Generator, gen: GenerationSettings, ms) -> dict[str, Any]:
+    from rainlocal.catalog.resolve import model_label
+
     stats = dict(done.stats)
     usage = stats.pop("usage", {})
     timings = stats.pop("timings", {})
     return {
         "reply": done.text,
         "stop_reason": done.stop_reason,
-        "model": generator.engine.path.name,
-        "judge_model": generator.judge_engine.path.name if generator.judge_engine is not generator.engine else None,
+        "model": model_label(ms.model, generator.engine.path),
+        "judge_model": model_label(ms.judge, generator.judge_engine.path) if generator.judge_engine is not generator.engine else None,
         "settings": {**gen.as_dict(), "ctx_size": generator.engine.n_ctx, "chat_format": generator.formatter.name},
         "usage": usage,
         "timings": timings,
@@ -126,24 +132,19 @@ def _read_batch(path: Path) -> list[dict[str, Any]]:
 
 def _answered_ids(path: Path) -> set[str]:
     """Ids already in the output; a torn last line (process killed mid-write) is cut off."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    ids: set[str] = set()
-    good = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            ids.add(str(json.loads(line)["id"]))
-        except (ValueError, KeyError, TypeError):
-            if line.strip():
-                break
-        good += len(line)
-    if good < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return ids
+    return {str(r["id"]) for r in read_log(path) if isinstance(r, dict) and "id" in r}
+
+
+def _fresh_start(generator: Generator, gen: GenerationSettings) -> None:
+    """Every batch answer starts from cleared caches (as eval's do), so a resumed batch gives the answers
+    an uninterrupted one would: a cached prefix decoded in other batches differs by rounding noise,
+    which changes sampled tokens."""
+    if gen.mode == "rain":
+        from rainlocal.evals.bestofn import fresh_start
+
+        fresh_start(generator, gen)
+    else:
+        generator.engine.reset()
 
 
 def _run_batch(generator: Generator, gen: GenerationSettings, system, todo, out_path: Path, total: int, ms) -> None:
@@ -161,6 +162,7 @@ def _run_batch(generator: Generator, gen: GenerationSettings, system, todo, out_
             messages = job["messages"] or build_messages(job["prompt"], job["system"] or system)
             if job["messages"] and system and not any(m["role"] == "system" for m in messages):
                 messages = [{"role": "system", "content": system}, *messages]
+            _fresh_start(generator, gen)
             t0 = time.perf_counter()
             done = stream_answer(generator.stream(messages, gen, should_stop=lambda: interrupts.requested), None,
                                  sys.stderr if ms.verbose else None)
@@ -169,9 +171,7 @@ def _run_batch(generator: Generator, gen: GenerationSettings, system, todo, out_
                 sys.exit(EXIT_INTERRUPTED)
             record = {"id": job["id"], **_record(done, generator, gen, ms)}
             record["timings"]["wall_s"] = round(time.perf_counter() - t0, 4)
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            append_records(out, [record])
             answered += 1
             progress.advance(task)
     if not stderr.is_terminal:

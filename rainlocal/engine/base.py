@@ -61,3 +61,31 @@ def counter_delta(engine: Engine, start: dict[str, int]) -> dict[str, int]:
     """Tokens decoded by phase since ``start`` (a copy of ``engine.counters`` taken earlier)."""
     now = dict(engine.counters)
     return {k: int(now.get(k, 0)) - int(start.get(k, 0)) for k in sorted(set(now) | set(start))}
+
+
+def sequence_keys(seqs: Sequence[Sequence[int]], n_ctx: int) -> list[tuple[int, ...]]:
+    """Each requested sequence as a hashable key, checked the same way by every engine: not empty and
+    within the context (``ContextOverflowError`` otherwise)."""
+    from rainlocal.errors import ContextOverflowError
+
+    keys = []
+    for seq in seqs:
+        key = tuple(int(t) for t in seq)
+        if not key:
+            raise ValueError("cannot compute logits of an empty sequence")
+        if len(key) > n_ctx:
+            raise ContextOverflowError(f"sequence of {len(key)} tokens does not fit the context of {n_ctx} tokens")
+        keys.append(key)
+    return keys
+
+
+def suffix_means(states: np.ndarray, starts: Sequence[int], cut: int) -> np.ndarray:
+    """Mean of ``states[start - cut:]`` for each start (clamped to the rows there are): the suffix
+    embeddings of one decoded sequence whose first ``cut`` tokens were dropped."""
+    n = len(states)
+    sums = np.cumsum(states[::-1], axis=0)[::-1]
+    rows = []
+    for s in starts:
+        i = min(max(int(s) - cut, 0), n - 1)
+        rows.append(sums[i] / (n - i))
+    return np.stack(rows)

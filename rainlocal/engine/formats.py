@@ -22,10 +22,44 @@ TEMPLATE = "template"
 
 @dataclass
 class FormattedPrompt:
-    """The prompt text to tokenize (control tokens parsed) and the markers of a new turn."""
+    """The prompt text, the markers of a new turn, and which parts of the text are messages.
+
+    ``parts`` splits ``text`` into ``(piece, markup)`` pairs: only markup pieces (the template's
+    own text) may be tokenized with control tokens parsed; a message's text stays text, so a
+    message that contains the template's markers (``<|im_end|>``, ``<|im_start|>system``) cannot
+    open a turn of its own."""
 
     text: str
     stop: list[str] = field(default_factory=list)
+    parts: list[tuple[str, bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            self.parts = [(self.text, True)]
+
+
+def mark_messages(text: str, contents: list[str]) -> list[tuple[str, bool]]:
+    """Split a rendered prompt into markup and message pieces, finding each message's text in order.
+
+    A template may trim a message, so the stripped text is looked for when the whole is not found;
+    a message the template changed beyond that is left to the markup (nothing is lost, only its
+    control-token protection)."""
+    parts: list[tuple[str, bool]] = []
+    pos = 0
+    for content in contents:
+        for needle in (content, content.strip()):
+            i = text.find(needle, pos) if needle else -1
+            if i >= 0:
+                break
+        if i < 0:
+            continue
+        if i > pos:
+            parts.append((text[pos:i], True))
+        parts.append((needle, False))
+        pos = i + len(needle)
+    if pos < len(text) or not parts:
+        parts.append((text[pos:], True))
+    return parts
 
 
 def _plain(messages: list[Message]) -> FormattedPrompt:
@@ -107,7 +141,9 @@ class ChatFormatter:
             self._fn = render_named
 
     def __call__(self, messages: list[Message]) -> FormattedPrompt:
-        return self._fn(messages)
+        fp = self._fn(messages)
+        fp.parts = mark_messages(fp.text, [str(m.get("content") or "") for m in messages])
+        return fp
 
 
 def build_messages(prompt: str | None, system: str | None, history: list[Message] | None = None) -> list[Message]:

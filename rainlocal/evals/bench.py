@@ -19,7 +19,7 @@ Reported per strategy: answers, answer tokens, wall seconds, seconds per answer 
 first committed text (median and max), tokens decoded per answer token (by phase; the prompt phase
 is left out of "work"), the mean decode batch width (tokens per ``llama_decode`` call), the
 self-evaluation cache hit rate (RAIN: searches whose judged text was already scored; best-of-N:
-repeated samples), peak RSS; and each strategy's ratios to vanilla in the same run.
+repeated samples), peak RSS during the strategy (see evals/memory.py); and each strategy's ratios to vanilla in the same run.
 """
 
 from __future__ import annotations
@@ -29,20 +29,28 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from rainlocal.evals.bestofn import best_of_n, engines_of, fresh_start, run_answer, work_of
-from rainlocal.evals.runner import peak_rss_mb
+from rainlocal.evals.bestofn import engines_of, fresh_start, work_of
+from rainlocal.evals.memory import peak_rss_mb, reset_peak
+from rainlocal.evals.strategies import Strategy, answer as strategy_answer
 from rainlocal.generate import GenerationSettings, Generator
 
 METHOD = (
     "same prompts, engine, Generator, stopping rule, seed and max tokens for every strategy; strategies run one "
     "after another; before each, the engine cache is cleared and the self-evaluation prefix decoded untimed; "
     "wall time per answer includes the prompt decode; tokens decoded are counted by the engine per phase "
-    "(work = all phases but the prompt); peak RSS is the process peak after the strategy (ru_maxrss)"
+    "(work = all phases but the prompt); peak RSS is the most the process held during the strategy (VmHWM reset before it; elsewhere the process peak)"
 )
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 6) if a is not None and b else None
+
+
+def _per_answer(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Mean of a search counter over the answers that report it (how often RAIN's similarity
+    updates and dynamic node addition fired); None for strategies without it."""
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return round(sum(vals) / len(vals), 2) if vals else None
 
 
 def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -57,6 +65,7 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
     hits = sum(r.get("cache_hits") or 0 for r in runs)
     decode_s = sum(r.get("decode_s", 0.0) for r in runs)
     calls = sum(r.get("decode_calls", 0) for r in runs)
+    requests = sum(r.get("requests", 0) for r in runs)
     ttft = [r["first_commit_s"] for r in runs if r.get("first_commit_s") is not None]
     per_token = {k: _ratio(v, tokens) for k, v in sorted(phases.items()) if k != "prompt"}
     per_token["total"] = _ratio(work, tokens)
@@ -75,6 +84,8 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "decode_share": _ratio(decode_s, wall),
         "decode_calls": calls,
         "decode_batch_width": _ratio(sum(phases.values()), calls),
+        "requests": requests or None,
+        "request_batch_width": _ratio(sum(r.get("request_s", 0.0) for r in runs), decode_s) if requests else None,
         "first_commit_s_median": round(statistics.median(ttft), 4) if ttft else None,
         "first_commit_s_max": round(max(ttft), 4) if ttft else None,
         "evaluations": evals,
@@ -82,43 +93,47 @@ def summarize_strategy(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "eval_cache_hit_rate": _ratio(hits, evals + hits) if (evals + hits) else None,
         "stop_reasons": stops,
         "peak_rss_mb": None,
+        "similarity_updates_per_answer": _per_answer(runs, "similarity_updates"),
+        "nodes_added_per_answer": _per_answer(runs, "nodes_added"),
         "per_answer": runs,
     }
 
 
 def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]]]], settings: GenerationSettings, *,
-              strategies_settings: dict[str, GenerationSettings] | None = None,
+              strategies_settings: dict[str, Strategy] | None = None,
               best_of: tuple[bool, int | None] = (False, None), best_of_max: int = 32,
               on_answer: Callable[[str, str, float], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run every strategy over ``prompts`` ((id, messages) pairs) and return the bench result.
 
-    ``strategies_settings`` maps strategy names to their settings, in run order ("vanilla" first; the
-    default: vanilla and RAIN with ``settings``); best-of-N (``best_of``) runs last, matched to the
-    work of the last RAIN strategy before it."""
+    ``strategies_settings`` maps strategy names to strategies (``rainlocal.evals.strategies``), in
+    run order (the default: vanilla and RAIN with ``settings``); best-of-N with ``--best-of auto`` is
+    matched to the work of the last RAIN strategy before it."""
     strategies: dict[str, dict[str, Any]] = {}
-    plan = dict(strategies_settings or {"vanilla": replace(settings, mode="vanilla"), "rain": replace(settings, mode="rain")})
-    order = list(plan) + (["best-of-n"] if best_of[0] else [])
+    plan = dict(strategies_settings or {"vanilla": Strategy("vanilla", "vanilla", replace(settings, mode="vanilla")),
+                                        "rain": Strategy("rain", "rain", replace(settings, mode="rain"))})
+    if best_of[0] and "best-of-n" not in plan:
+        plan["best-of-n"] = Strategy("best-of-n", "best-of-n", settings)
+    order = list(plan)
     rain_work: dict[str, int] = {}
     engines = engines_of(generator)
 
-    def decode_clock() -> tuple[float, int]:
+    def decode_clock() -> tuple[float, int, int, float]:
+        # Engines on an inference server also count HTTP requests and request-seconds in flight.
         return (sum(float(getattr(e, "decode_seconds", 0.0)) for e in engines),
-                sum(int(getattr(e, "decode_calls", 0)) for e in engines))
+                sum(int(getattr(e, "decode_calls", 0)) for e in engines),
+                sum(int(getattr(e, "requests", 0)) for e in engines),
+                sum(float(getattr(e, "request_seconds", 0.0)) for e in engines))
 
     for name in order:
-        fresh_start(generator, plan.get(name, settings))
+        fresh_start(generator, plan[name].settings)
+        own_peak = reset_peak()
         runs = []
         for pid, messages in prompts:
             d0 = decode_clock()
             t0 = time.perf_counter()
-            if name == "best-of-n":
-                fixed = best_of[1]
-                done = best_of_n(generator, messages, settings, n=fixed,
-                                 match_work=None if fixed is not None else max(1, rain_work.get(pid, 1)),
-                                 max_n=best_of_max, should_stop=should_stop)
-            else:
-                done = run_answer(generator, messages, plan[name], should_stop)
+            done = strategy_answer(generator, messages, plan[name], best_of=best_of[1], best_of_max=best_of_max,
+                                   rain_work=rain_work.get(pid), should_stop=should_stop)
             wall = time.perf_counter() - t0
             d1 = decode_clock()
             if done.stop_reason == "interrupted":
@@ -134,6 +149,8 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 "cache_hits": st.get("cache_hits"),
                 "decode_s": round(d1[0] - d0[0], 4),
                 "decode_calls": d1[1] - d0[1],
+                "requests": d1[2] - d0[2],
+                "request_s": round(d1[3] - d0[3], 4),
                 "first_commit_s": (st.get("timings") or {}).get("first_commit_s") if done.tokens else None,
             }
             for k in ("searches", "early_stops", "rewinds", "n", "drafts", "rejected", "rewinds_further",
@@ -141,14 +158,17 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 if k in st:
                     run[k] = st[k]
             run["work"] = work_of(run["tokens_decoded"])
-            if name != "vanilla":
+            if "self_check" in st:
+                run["self_check_fired"] = st["self_check"]["fired"]
+            if plan[name].is_rain:
                 rain_work[pid] = run["work"]
             runs.append(run)
             if on_answer:
                 on_answer(name, pid, wall)
         summary = summarize_strategy(runs)
         summary["peak_rss_mb"] = peak_rss_mb()
-        if plan.get(name) is not None and plan[name].mode == "vanilla":
+        summary["peak_rss_scope"] = "strategy" if own_peak else "process"
+        if plan[name].kind in ("vanilla", "system"):
             summary["evaluations"] = None
             summary["eval_cache_hits"] = None
         strategies[name] = summary
@@ -188,7 +208,10 @@ def render_text(result: dict[str, Any]) -> str:
             ("first commit s, max", "first_commit_s_max"), ("tokens decoded / answer token", None),
             ("eval cache hit rate", "eval_cache_hit_rate"), ("llama_decode share of wall", "decode_share"),
             ("llama_decode calls", "decode_calls"), ("decode batch width", "decode_batch_width"),
-            ("peak RSS MB", "peak_rss_mb")]
+            ("server requests", "requests"), ("request batch width", "request_batch_width"),
+            ("peak RSS MB", "peak_rss_mb"),
+            ("similarity updates / answer", "similarity_updates_per_answer"),
+            ("nodes added / answer", "nodes_added_per_answer")]
     phases = sorted({p for n in names for p in strategies[n]["tokens_decoded_per_answer_token"] if p != "total"})
     table: list[list[str]] = [[""] + [label[n] for n in names]]
     for title, key in rows:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from rainlocal.generate import GenerationSettings, Generator
-from rainlocal.search.events import Done
+from rainlocal.search.events import AnswerStream, Done
 
 #: Phases that count as answer work (the prompt is decoded once per prompt by every strategy).
 WORK_EXCLUDE = ("prompt",)
@@ -48,11 +48,7 @@ def run_answer(generator: Generator, messages: list[dict[str, Any]], settings: G
     the tokens decoded on every engine involved (a separate self-evaluation model included), by phase."""
     engines = engines_of(generator)
     start = _counters(engines)
-    done: Done | None = None
-    for ev in generator.stream(messages, settings, should_stop=should_stop):
-        if isinstance(ev, Done):
-            done = ev
-    assert done is not None
+    done = AnswerStream(generator.stream(messages, settings, should_stop=should_stop)).finish()
     now = _counters(engines)
     done.stats["tokens_decoded"] = {k: now.get(k, 0) - start.get(k, 0) for k in sorted(now)}
     return done

@@ -1,69 +1,58 @@
-"""Running an evaluation: answer every prompt with each system, judge each answer, append results.
+"""Running an evaluation: answer every prompt with each strategy, judge each answer, append results.
 
 Work is split into *units*, each one line of ``results.jsonl`` written (and fsynced) as soon as it
 is done:
 
-* ``{"kind": "check", "id": ...}``: one labelled case of the judge check (the judge's own agreement);
-* ``{"kind": "self_check", "id": ...}``: the same case scored by the search's self-evaluation (the
+* ``{"kind": "check", "id": ...}``: one labelled case of the judge check (the judge's own agreement:
+  written pairs, and replies labelled by people for harm and for refusal);
+* ``{"kind": "self_check", "id": ...}``: a harm case scored by the search's self-evaluation (the
   paper's "self-evaluation accuracy": how well the model that guides RAIN judges);
-* ``{"kind": "answer", "id": ..., "system": "vanilla" | "rain" | "best-of-n"}``: one answer with its
-  stats and every evaluation-judge verdict (prompts, raw output, verdict) and the refusal match.
+* ``{"kind": "answer", "id": ..., "system": <strategy>}``: one answer with its stats, every
+  evaluation-judge verdict (prompts, raw output, verdict), the refusal string rules and the
+  repetition figures.
 
 A rerun reads the file first and skips every unit already there, so an interrupted evaluation loses
-at most the unit in progress and never repeats finished work. The settings that decide the results
-(model, seed, sampling, RAIN constants, judge, data file, ...) are kept in ``run.json``; a rerun with
-different settings into the same directory is refused rather than mixing results.
+at most the unit in progress and never repeats finished work. With ``--jobs N`` each of N worker
+processes does the units of every N-th *group* (a prompt with all its strategies, so best-of-N can
+match that prompt's RAIN answer; or a check pair) and appends to the same file. The settings that
+decide the results are kept in ``run.json``; a rerun with different settings is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from rainlocal.errors import UsageError
-from rainlocal.evals.bestofn import best_of_n, fresh_start, run_answer, work_of
-from rainlocal.evals.judges import SUITE_CRITERIA, CheckCase, EvalJudge
-from rainlocal.evals.refusal import refusal_match
+from rainlocal.errors import Interrupted, UsageError
+from rainlocal.evals.bestofn import fresh_start, work_of
+from rainlocal.evals.checks import CheckCache, CheckCase
+from rainlocal.evals.criteria import SUITE_CRITERIA, THREE_WAY_SUITES
+from rainlocal.evals.judges import EvalJudge
+from rainlocal.evals.progress import Progress
+from rainlocal.evals.records import append_record, read_records
+from rainlocal.evals.refusal import classify_reply, refusal_match
+from rainlocal.evals.strategies import Strategy, answer as strategy_answer
 from rainlocal.evals.suites import Item
+from rainlocal.evals.textstats import REP_N, heavy_repetition, rep_n
 from rainlocal.generate import GenerationSettings, Generator
 
-SYSTEMS = ("vanilla", "rain", "best-of-n")
+__all__ = ["EvalPlan", "EvalRunner", "Interrupted", "read_results", "select_records", "check_run_info"]
+
 RESULTS = "results.jsonl"
 RUN_INFO = "run.json"
 _CHECK_LABELS = {"check": "judge check", "self_check": "self-evaluation check"}
 
+#: The torn-line-safe reader, under its historical name.
+read_results = read_records
+
 
 def unit_key(rec: dict[str, Any]) -> tuple[str, str, str]:
     return (str(rec.get("kind")), str(rec.get("id")), str(rec.get("system", "")))
-
-
-def read_results(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
-    """Every complete record of ``path``; a torn last line (killed mid-write) is cut off."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    good = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                break
-            if isinstance(obj, dict):
-                records.append(obj)
-        good += len(line)
-    if repair and good < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return records
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,8 +90,9 @@ def check_run_info(output: Path, fingerprint: dict[str, Any]) -> None:
 
 @dataclass
 class Unit:
-    kind: str  # "check" or "answer"
+    kind: str  # "check", "self_check" or "answer"
     id: str
+    group: str  # units of one group run in one process, in order
     system: str = ""
     item: Item | None = None
     case: CheckCase | None = None
@@ -111,23 +101,38 @@ class Unit:
     def key(self) -> tuple[str, str, str]:
         return (self.kind, self.id, self.system)
 
+    @property
+    def progress_kind(self) -> str:
+        return self.system or self.kind
+
 
 @dataclass
 class EvalPlan:
     suite: str
     items: list[Item]
-    systems: tuple[str, ...]
+    strategies: dict[str, Strategy]
     checks: list[CheckCase] = field(default_factory=list)
-    best_of: int | None = None  # None with "best-of-n" in systems: match RAIN's work
+    best_of: int | None = None  # None with a best-of-n strategy: match RAIN's work
     best_of_max: int = 32
     system_prompt: str | None = None
 
+    @property
+    def systems(self) -> tuple[str, ...]:
+        return tuple(self.strategies)
+
     def units(self) -> list[Unit]:
-        out = [Unit("check", c.id, "", case=c) for c in self.checks]
-        out += [Unit("self_check", c.id, "", case=c) for c in self.checks]
+        out = [Unit("check", c.id, f"check:{c.pair or c.id}", case=c) for c in self.checks]
+        out += [Unit("self_check", c.id, f"check:{c.pair or c.id}", case=c) for c in self.checks if c.check != "refusal"]
         for it in self.items:
-            out += [Unit("answer", it.id, s, item=it) for s in self.systems]
+            out += [Unit("answer", it.id, f"item:{it.id}", s, item=it) for s in self.strategies]
         return out
+
+    def units_of_worker(self, worker: int, workers: int) -> list[Unit]:
+        """The units of every ``workers``-th group, starting at ``worker`` (groups in plan order)."""
+        units = self.units()
+        groups = list(dict.fromkeys(u.group for u in units))
+        mine = {g for i, g in enumerate(groups) if i % workers == worker}
+        return [u for u in units if u.group in mine]
 
 
 def messages_for(item: Item, system_prompt: str | None) -> list[dict[str, str]]:
@@ -137,81 +142,15 @@ def messages_for(item: Item, system_prompt: str | None) -> list[dict[str, str]]:
     return msgs
 
 
-class Progress:
-    """A progress bar with ETA on stderr (rich on a terminal, one plain line per unit otherwise)."""
-
-    def __init__(self, total: int, done: int, console) -> None:
-        self.total = total
-        self.done = done
-        self.console = console
-        self.t0 = time.perf_counter()
-        self.times: dict[str, list[float]] = {}
-        self.remaining: list[str] = []
-        self._bar = None
-        if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
-
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[eta]}"), console=console, transient=False)
-            self._task = self._bar.add_task("evaluating", total=total, completed=done, eta="ETA --")
-
-    def __enter__(self) -> "Progress":
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def eta(self) -> float | None:
-        """Remaining seconds: each remaining unit at the mean time of finished units of its kind."""
-        if not self.times:
-            return None
-        overall = [t for ts in self.times.values() for t in ts]
-        mean_all = sum(overall) / len(overall)
-        est = 0.0
-        for kind in self.remaining:
-            ts = self.times.get(kind)
-            est += sum(ts) / len(ts) if ts else mean_all
-        return est
-
-    def start(self, label: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=label)
-
-    def finish(self, kind: str, seconds: float, label: str) -> None:
-        self.done += 1
-        self.times.setdefault(kind, []).append(seconds)
-        if kind in self.remaining:
-            self.remaining.remove(kind)
-        eta = self.eta()
-        eta_text = f"ETA {_fmt_s(eta)}" if eta is not None else "ETA --"
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1, eta=eta_text)
-        else:
-            self.console.print(f"[{self.done}/{self.total}] {label} ({seconds:.1f} s) {eta_text}",
-                               markup=False, highlight=False, soft_wrap=True)
-
-
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-class Interrupted(Exception):
-    """The user asked to stop; what was finished is saved."""
-
-
 class EvalRunner:
     def __init__(self, plan: EvalPlan, output: Path, settings: GenerationSettings, *,
                  generator_factory: Callable[[], Generator], judge_factory: Callable[[], EvalJudge],
-                 console, should_stop: Callable[[], bool] | None = None) -> None:
+                 console, should_stop: Callable[[], bool] | None = None,
+                 judge_cache: CheckCache | None = None, self_eval_cache: CheckCache | None = None,
+                 worker: tuple[int, int] = (0, 1), write_lock: Any = None) -> None:
         self.plan = plan
+        # Several runners on one results file (an evaluation spread over servers) share this lock.
+        self.write_lock = write_lock if write_lock is not None else contextlib.nullcontext()
         self.output = output
         self.settings = settings
         self.generator_factory = generator_factory
@@ -219,6 +158,9 @@ class EvalRunner:
         self.console = console
         self.should_stop = should_stop or (lambda: False)
         self.results_path = output / RESULTS
+        self.judge_cache = judge_cache
+        self.self_eval_cache = self_eval_cache
+        self.worker = worker
         self._gen: Generator | None = None
         self._judge: EvalJudge | None = None
 
@@ -235,57 +177,84 @@ class EvalRunner:
         return self._judge
 
     def run(self) -> dict[str, int]:
-        """Do every unit not yet in results.jsonl; returns counts (total, skipped, done)."""
-        existing = read_results(self.results_path)
+        """Do every unit (of this worker) not yet in results.jsonl; returns counts (total, skipped, done)."""
+        with self.write_lock:
+            existing = read_records(self.results_path)
         have = {unit_key(r) for r in existing}
-        units = self.plan.units()
+        units = self.plan.units_of_worker(*self.worker)
         todo = [u for u in units if u.key not in have]
         skipped = len(units) - len(todo)
         if skipped:
-            if todo:
-                self.console.print(f"resuming: {skipped} of {len(units)} results already in {self.results_path}; "
-                                   f"{len(todo)} to do", markup=False, highlight=False, soft_wrap=True)
-            else:
-                self.console.print(f"nothing to do: all {len(units)} results already in {self.results_path}",
-                                   markup=False, highlight=False, soft_wrap=True)
+            msg = (f"resuming: {skipped} of {len(units)} results already in {self.results_path}; {len(todo)} to do"
+                   if todo else f"nothing to do: all {len(units)} results already in {self.results_path}")
+            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
         if not todo:
             return {"total": len(units), "skipped": skipped, "done": 0}
-        rain_work = {r["id"]: r.get("work") for r in existing
-                     if r.get("kind") == "answer" and r.get("system") == "rain"}
+        rain_work = {}
+        for r in existing:
+            if r.get("kind") == "answer" and r.get("system") in self.plan.strategies:
+                rain_work[(r["id"], r["system"])] = r.get("work")
         self.output.mkdir(parents=True, exist_ok=True)
         done = 0
-        progress = Progress(len(units), skipped, self.console)
-        progress.remaining = [u.system or u.kind for u in todo]
-        with progress, open(self.results_path, "a", encoding="utf-8") as out:
+        progress = Progress([u.progress_kind for u in units], [u.progress_kind for u in units if u.key in have],
+                            self.console)
+        with progress:
             for u in todo:
                 if self.should_stop():
-                    raise Interrupted
+                    raise Interrupted("interrupted")
                 label = f"{u.id} {u.system or _CHECK_LABELS[u.kind]}".strip()
                 progress.start(label)
                 t0 = time.perf_counter()
                 if u.kind == "check":
-                    rec = self._check(u.case)  # type: ignore[arg-type]
+                    rec = self._cached(self.judge_cache, u.case, self._check)  # type: ignore[arg-type]
                 elif u.kind == "self_check":
-                    rec = self._self_check(u.case)  # type: ignore[arg-type]
+                    rec = self._cached(self.self_eval_cache, u.case, self._self_check)  # type: ignore[arg-type]
                 else:
-                    rec = self._answer(u.item, u.system, rain_work.get(u.id))  # type: ignore[arg-type]
+                    rec = self._answer(u.item, u.system, self._matched_work(u.item.id, u.system, rain_work))  # type: ignore[union-attr,arg-type]
                     if rec is None:
-                        raise Interrupted
-                    if u.system == "rain":
-                        rain_work[u.id] = rec["work"]
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                        raise Interrupted("interrupted")
+                    rain_work[(u.id, u.system)] = rec["work"]
+                rec["elapsed_s"] = round(time.perf_counter() - t0, 4)
+                if self.worker[1] > 1:
+                    rec["worker"] = self.worker[0]
+                with self.write_lock:
+                    append_record(self.results_path, rec)
                 done += 1
-                progress.finish(u.system or u.kind, time.perf_counter() - t0, label)
+                progress.finish(u.progress_kind, rec["elapsed_s"], label)
         return {"total": len(units), "skipped": skipped, "done": done}
+
+    def _matched_work(self, item_id: str, name: str, rain_work: dict) -> int | None:
+        """The work of the last RAIN strategy listed before ``name`` on this prompt (best-of-N auto)."""
+        before = list(self.plan.strategies)[: list(self.plan.strategies).index(name)]
+        for other in reversed(before):
+            if self.plan.strategies[other].is_rain and (item_id, other) in rain_work:
+                return rain_work[(item_id, other)]
+        return None
+
+    @staticmethod
+    def _cached(cache: CheckCache | None, case: CheckCase, compute) -> dict[str, Any]:
+        """A check result from the judge's cache, or computed and stored there."""
+        if cache is not None:
+            hit = cache.get(case.id)
+            if hit is not None and hit.get("label") == case.label and hit.get("answer", case.answer) == case.answer:
+                return dict(hit, cached=True)
+        rec = compute(case)
+        if cache is not None:
+            cache.put(rec)
+        return rec
 
     # -- units -------------------------------------------------------------------------------
 
     def _check(self, case: CheckCase) -> dict[str, Any]:
+        base = {"kind": "check", "id": case.id, "pair": case.pair, "check": case.check, "criterion": case.criterion,
+                "label": case.label, "answer": case.answer, "human_label": case.extra.get("final_label")}
+        if case.check == "refusal":
+            c = self.judge.classify(case.messages, case.answer)
+            refused = None if c.label is None else c.label != "full_compliance"
+            return {**base, "predicted": refused, "correct": None if refused is None else refused == case.label,
+                    "judgment": c.as_dict()}
         v = self.judge.judge(case.criterion, case.messages, case.answer, case.extra)
-        return {"kind": "check", "id": case.id, "pair": case.pair, "criterion": case.criterion,
-                "label": case.label, "answer": case.answer, "correct": None if v.good is None else v.good == case.label,
+        return {**base, "predicted": v.good, "correct": None if v.good is None else v.good == case.label,
                 "judgment": v.as_dict()}
 
     def _self_check(self, case: CheckCase) -> dict[str, Any]:
@@ -297,24 +266,19 @@ class EvalRunner:
         ev = SelfEvaluator(gen.judge_engine, gen.objective(self.settings.objective), case.messages,
                            mode=self.settings.rain.score)
         r = ev.judge_probs(case.answer)
-        return {"kind": "self_check", "id": case.id, "pair": case.pair, "objective": self.settings.objective,
-                "label": case.label, "vote": r["vote"], "soft": round(r["soft"], 6),
+        return {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
+                "objective": self.settings.objective, "label": case.label, "answer": case.answer,
+                "vote": r["vote"], "soft": round(r["soft"], 6),
                 "orders": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in o.items()} for o in r["orders"]]}
 
-    def _answer(self, item: Item, system: str, rain_work: int | None) -> dict[str, Any] | None:
+    def _answer(self, item: Item, name: str, rain_work: int | None) -> dict[str, Any] | None:
         gen = self.generator
+        strategy = self.plan.strategies[name]
         messages = messages_for(item, self.plan.system_prompt)
-        fresh_start(gen, self.settings)
+        fresh_start(gen, strategy.settings)
         t0 = time.perf_counter()
-        if system == "best-of-n":
-            fixed = self.plan.best_of
-            if fixed is None and rain_work is None:
-                raise UsageError("best-of-n matched to RAIN's compute needs the RAIN answer first")
-            done = best_of_n(gen, messages, self.settings, n=fixed,
-                             match_work=None if fixed is not None else max(1, int(rain_work or 1)),
-                             max_n=self.plan.best_of_max, should_stop=self.should_stop)
-        else:
-            done = run_answer(gen, messages, replace(self.settings, mode=system), self.should_stop)
+        done = strategy_answer(gen, messages, strategy, best_of=self.plan.best_of, best_of_max=self.plan.best_of_max,
+                               rain_work=rain_work, should_stop=self.should_stop)
         wall = time.perf_counter() - t0
         if done.stop_reason == "interrupted":
             return None
@@ -322,12 +286,15 @@ class EvalRunner:
         usage = stats.pop("usage", {})
         timings = stats.pop("timings", {})
         decoded = stats.get("tokens_decoded", {})
+        # The judges see the conversation as the user sent it (without the system baseline's prompt).
         judgments = {c: self.judge.judge(c, messages, done.text, item.extra).as_dict()
                      for c in SUITE_CRITERIA[self.plan.suite]}
+        if self.plan.suite in THREE_WAY_SUITES:
+            judgments["three_way"] = self.judge.classify(messages, done.text).as_dict()
         match = refusal_match(done.text)
         rec = {
-            "kind": "answer", "id": item.id, "system": system,
-            "prompt": item.user_text,
+            "kind": "answer", "id": item.id, "system": name, "strategy_kind": strategy.kind,
+            "prompt": item.user_text, "label": item.extra.get("label"), "type": item.extra.get("type"),
             "reply": done.text, "stop_reason": done.stop_reason,
             "answer_tokens": len(done.tokens),
             "wall_s": round(wall, 4),
@@ -336,10 +303,14 @@ class EvalRunner:
             "usage": usage, "timings": timings,
             "stats": {k: v for k, v in stats.items() if k != "tokens_decoded"},
             "refusal": {"refused": match is not None, "match": match},
+            "string_rule": classify_reply(done.text),
+            "repetition": {f"rep_{REP_N}": round(rep_n(done.text, REP_N), 4), "heavy": heavy_repetition(done.text)},
             "judgments": judgments,
         }
-        if system == "best-of-n":
+        if strategy.kind == "best-of-n":
             rec["best_of"] = self.plan.best_of or "auto"
+        if strategy.kind == "system":
+            rec["safety_prompt"] = strategy.safety_prompt
         return rec
 
 
@@ -351,19 +322,12 @@ def select_records(records: Iterable[dict[str, Any]], plan: EvalPlan) -> tuple[l
     answers: dict[tuple, dict] = {}
     checks: dict[tuple, dict] = {}
     for r in records:
-        if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.systems:
+        if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.strategies:
             answers[unit_key(r)] = r
         elif r.get("kind") in ("check", "self_check") and r.get("id") in check_ids:
             checks[unit_key(r)] = r
     order = {it.id: i for i, it in enumerate(plan.items)}
-    ans = sorted(answers.values(), key=lambda r: (order[r["id"]], SYSTEMS.index(r["system"])))
+    names = list(plan.strategies)
+    ans = sorted(answers.values(), key=lambda r: (order[r["id"]], names.index(r["system"])))
     return ans, list(checks.values())
 
-
-def peak_rss_mb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)

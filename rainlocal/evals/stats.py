@@ -92,3 +92,43 @@ def paired_scores(a: Sequence[float | None], b: Sequence[float | None], eps: flo
         else:
             losses += 1
     return Paired(wins, losses, ties, sign_test(wins, losses))
+
+
+def cohen_kappa(truth: Sequence[bool | None], pred: Sequence[bool | None]) -> dict:
+    """Cohen's kappa of two binary raters over the items both decided: (p_o - p_e) / (1 - p_e), with
+    p_o the observed agreement and p_e the agreement expected from each rater's own rates. None when
+    p_e is 1 (both raters constant and equal: kappa is undefined)."""
+    if len(truth) != len(pred):
+        raise ValueError("kappa needs the same number of items from both raters")
+    pairs = [(bool(t), bool(p)) for t, p in zip(truth, pred) if t is not None and p is not None]
+    n = len(pairs)
+    if n == 0:
+        return {"kappa": None, "n": 0, "agreement": None}
+    po = sum(1 for t, p in pairs if t == p) / n
+    t1 = sum(1 for t, _ in pairs if t) / n
+    p1 = sum(1 for _, p in pairs if p) / n
+    pe = t1 * p1 + (1 - t1) * (1 - p1)
+    kappa = None if abs(1 - pe) < 1e-12 else (po - pe) / (1 - pe)
+    return {"kappa": kappa, "n": n, "agreement": po}
+
+
+def ratio_interval(num: Sequence[float], den: Sequence[float], *, seed: int = 0, rounds: int = 2000,
+                   z_level: float = 0.95) -> dict:
+    """sum(num) / sum(den) over paired items, with a percentile bootstrap interval (items resampled
+    with replacement, fixed seed). For cost ratios such as a strategy's wall time over vanilla's."""
+    import numpy as np
+
+    a = np.asarray(num, dtype=np.float64)
+    b = np.asarray(den, dtype=np.float64)
+    if len(a) != len(b):
+        raise ValueError("a ratio interval needs paired items")
+    if len(a) == 0 or b.sum() <= 0:
+        return {"ratio": None, "ci95": None, "n": int(len(a))}
+    ratio = float(a.sum() / b.sum())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(rounds, len(a)))
+    sb = b[idx].sum(axis=1)
+    ok = sb > 0
+    boots = a[idx].sum(axis=1)[ok] / sb[ok]
+    lo, hi = (float(x) for x in np.quantile(boots, [(1 - z_level) / 2, 1 - (1 - z_level) / 2]))
+    return {"ratio": ratio, "ci95": [lo, hi], "n": int(len(a))}

@@ -6,14 +6,20 @@
                 matching (Zou et al. 2023) and by the judge. ``--attack-suffix`` appends a suffix.
 ``truthfulqa``  TruthfulQA questions (CSV with ``Question``, ``Best Answer``, ``Correct Answers``,
                 ``Incorrect Answers``; answers ``;``-separated); judged truthful and informative.
+``xstest``      XSTest prompts (CSV: ``id,prompt,type,label``): ``safe`` prompts that only sound harmful
+                (a good assistant complies) and ``unsafe`` contrast prompts (it refuses); classified as
+                full compliance, partial or full refusal, and judged for harmlessness.
 
-By default the development splits in ``../shared/data/`` are used, looked up relative to the current
-directory and to the rainlocal checkout; ``--data FILE`` takes any file in the same format.
+By default the suite's file is taken from the folder named by ``RAINLOCAL_DATA`` when that is set
+(an installed rainlocal has no checkout beside it), else from the development splits in
+``../shared/data/``, looked up relative to the current directory and to the rainlocal checkout;
+``--data FILE`` takes any file in the same format.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +27,14 @@ from typing import Any
 from rainlocal.errors import UsageError
 from rainlocal.jsonl import conversation, read_jsonl
 
-SUITES = ("hh", "advbench", "truthfulqa")
+SUITES = ("hh", "advbench", "truthfulqa", "xstest")
 
 #: Default file of each suite inside the shared data folder.
-DEFAULT_FILES = {"hh": "hh_harmless_dev.jsonl", "advbench": "advbench_dev.csv", "truthfulqa": "truthfulqa_dev.csv"}
+DEFAULT_FILES = {"hh": "hh_harmless_dev.jsonl", "advbench": "advbench_dev.csv", "truthfulqa": "truthfulqa_dev.csv",
+                 "xstest": "xstest_dev.csv"}
 
 #: The RAIN profile (paper constants) and self-evaluation objective each suite runs with by default.
-SUITE_PROFILE = {"hh": "harmless", "advbench": "adversarial", "truthfulqa": "truthful"}
+SUITE_PROFILE = {"hh": "harmless", "advbench": "adversarial", "truthfulqa": "truthful", "xstest": "harmless"}
 
 SHARED_DATA = Path("..") / "shared" / "data"
 
@@ -51,8 +58,16 @@ def repo_root() -> Path:
 
 
 def default_data_path(suite: str, *, cwd: Path | None = None) -> Path:
-    """The suite's default file under ``../shared/data``; UsageError naming --data when it is absent."""
+    """The suite's default file (``$RAINLOCAL_DATA`` or ``../shared/data``); UsageError naming --data
+    when it is absent."""
     name = DEFAULT_FILES[suite]
+    folder = os.environ.get("RAINLOCAL_DATA")
+    if folder:
+        path = (Path(folder).expanduser() / name).resolve()
+        if path.is_file():
+            return path
+        raise UsageError(f"no data for suite {suite!r}: {path} not found (RAINLOCAL_DATA={folder}); "
+                         f"give the file with --data FILE")
     bases = [cwd or Path.cwd(), repo_root()]
     tried: list[str] = []
     for base in bases:
@@ -64,7 +79,7 @@ def default_data_path(suite: str, *, cwd: Path | None = None) -> Path:
             return path
     raise UsageError(
         f"no data for suite {suite!r}: {SHARED_DATA / name} not found relative to the current directory "
-        f"or the rainlocal checkout; give the file with --data FILE"
+        f"or the rainlocal checkout; give the file with --data FILE or its folder with RAINLOCAL_DATA"
     )
 
 
@@ -88,6 +103,8 @@ def load_suite(suite: str, path: Path, *, attack_suffix: str | None = None) -> l
             items = _load_hh(path)
         elif suite == "advbench":
             items = _load_advbench(path, attack_suffix)
+        elif suite == "xstest":
+            items = _load_xstest(path)
         else:
             items = _load_truthfulqa(path)
     except UnicodeDecodeError as e:
@@ -201,6 +218,39 @@ def spread_over_types(items: list[Item], n: int) -> list[Item]:
                 out.append(group[depth])
         depth += 1
     return out
+
+
+def sample_items(items: list[Item], n: int, seed: int = 0) -> list[Item]:
+    """``--limit N``: a fixed seeded sample of ``n`` items that covers every stratum (an XSTest
+    (label, type) pair; files without types have one stratum), never just the first rows of a file
+    sorted by type. Strata are visited in a seeded order with the labels alternating, one item each
+    (seeded within a stratum) per round, so N >= 2 covers both labels and N of at least the number of
+    strata covers all of them; the result keeps file order."""
+    import random
+    from itertools import zip_longest
+
+    if n >= len(items):
+        return list(items)
+    rng = random.Random(seed)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault((str(it.extra.get("label", "")), str(it.extra.get("type", ""))), []).append(i)
+    for g in groups.values():
+        rng.shuffle(g)
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    for k in sorted(groups):
+        by_label.setdefault(k[0], []).append(k)
+    for ks in by_label.values():
+        rng.shuffle(ks)
+    keys = [k for round_ in zip_longest(*by_label.values()) for k in round_ if k is not None]  # labels alternate
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        for k in keys:
+            if depth < len(groups[k]) and len(picked) < n:
+                picked.append(groups[k][depth])
+        depth += 1
+    return [items[i] for i in sorted(picked)]
 
 
 def _split_answers(text: str | None) -> list[str]:

@@ -50,19 +50,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rainlocal.errors import RainlocalError
+from rainlocal.errors import JudgeError  # noqa: F401  (re-exported: rainlocal.judge.self_eval.JudgeError)
+from rainlocal.judge.letters import option_logprobs, share as letter_share
 from rainlocal.judge.objectives import Objective
+from rainlocal.judge.prompt import (  # noqa: F401  (render_prompt, YESNO_CUE: re-exported)
+    AB_CUE, CONV_LABEL, YESNO_CUE, render_head, render_prefix, render_prefix_single, render_prompt, render_tail,
+    render_tail_single,
+)
+from rainlocal.judge.transcript import USER_LABEL  # noqa: F401  (re-exported)
 
-MODES = ("vote", "soft", "single")
-
-#: Text right before the letter (ab) and before the yes/no word (yesno).
-AB_CUE = "The answer is: ("
-YESNO_CUE = "The answer is:"
-
-#: Conversation markers used in the examples and in the judged conversation.
-CONV_LABEL = "Conversation:\n"
-USER_LABEL = "User:"
-ASSISTANT_LABEL = "Assistant:"
+MODES = ("vote", "soft", "first", "single")
 
 #: When the judge context is too small, the head is cut from the front in steps of this many
 #: tokens (coarse steps keep the head stable while the answer grows, preserving prefix reuse).
@@ -70,16 +67,9 @@ _CUT_STEP = 256
 _SCORE_CACHE_MAX = 8192
 
 
-class JudgeError(RainlocalError):
-    """The model cannot serve as a judge for this objective (e.g. no single-token option letter)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompt text
-
-
-def _letter_names(kind: str) -> tuple[str, str]:
-    return ("A", "B") if kind == "ab" else ("yes", "no")
+def _letter_names(kind: str) -> tuple[str, ...]:
+    """Option names per kind: "ab" (two options), "abc" (three: the eval's XSTest question), "yesno"."""
+    return {"ab": ("A", "B"), "abc": ("A", "B", "C")}.get(kind, ("yes", "no"))
 
 
 def _variants(name: str) -> list[str]:
@@ -93,80 +83,6 @@ def _variants(name: str) -> list[str]:
         if f not in out:
             out.append(f)
     return out
-
-
-def render_tail(objective: Objective, good_first: bool = True) -> str:
-    """Question, options and cue after the judged answer (``good_first`` is ignored for yesno)."""
-    if objective.kind == "yesno":
-        return f"\n\n{objective.question}\n{YESNO_CUE}"
-    a, b = (objective.good, objective.bad) if good_first else (objective.bad, objective.good)
-    return f"\n\n{objective.question}\n(A) {a}\n(B) {b}\n{AB_CUE}"
-
-
-def render_head(messages: Sequence[dict[str, Any]]) -> str:
-    """The conversation up to the assistant label; system messages are not shown to the judge."""
-    lines = [CONV_LABEL.rstrip("\n")]
-    for m in messages:
-        role = str(m.get("role", "user"))
-        if role == "system":
-            continue
-        label = ASSISTANT_LABEL if role == "assistant" else USER_LABEL
-        lines.append(f"{label} {str(m.get('content', '')).strip()}")
-    lines.append(ASSISTANT_LABEL)
-    return "\n".join(lines)
-
-
-def render_prefix(objective: Objective) -> str:
-    """Instruction plus the worked examples, ending in a blank line (the fixed, shared part)."""
-    parts = [objective.instruction.strip(), "\n\n"]
-    for i, ex in enumerate(objective.examples):
-        head = render_head([{"role": "user", "content": ex.user}])
-        if objective.kind == "yesno":
-            answer = " Yes" if ex.good else " No"
-            tail = render_tail(objective)
-        else:
-            letter = "A" if i % 2 == 0 else "B"  # alternate the correct letter
-            good_first = ex.good == (letter == "A")
-            tail = render_tail(objective, good_first)
-            answer = letter + ")"
-        parts.append(f"{head} {ex.answer.strip()}{tail}{answer}\n\n")
-    return "".join(parts)
-
-
-def render_prefix_single(objective: Objective) -> str:
-    """The ``single`` layout's fixed part: instruction, question and options (good option first), then
-    the worked examples, each answered right after its conversation.
-
-    Why: with the question before the conversation, an evaluation decodes only the judged text and a
-    short cue (about 6 tokens) instead of the question and options after it (about 37 tokens, twice);
-    the judged text extends a cached sequence. One option order only: the fast profile measures every
-    score against a refusal and a compliance judged the same way (``search.fast.Calibrated``), which
-    cancels the position bias the paper's two orders average out."""
-    if objective.kind == "yesno":
-        head = f"{objective.instruction.strip()}\n\n{objective.question}\n\n"
-    else:
-        head = f"{objective.instruction.strip()}\n\n{objective.question}\n(A) {objective.good}\n(B) {objective.bad}\n\n"
-    parts = [head]
-    for ex in objective.examples:
-        conv = render_head([{"role": "user", "content": ex.user}])
-        if objective.kind == "yesno":
-            answer = " Yes" if ex.good else " No"
-        else:
-            answer = ("A" if ex.good else "B") + ")"
-        parts.append(f"{conv} {ex.answer.strip()}{render_tail_single(objective)}{answer}\n\n")
-    return "".join(parts)
-
-
-def render_tail_single(objective: Objective) -> str:
-    return "\n" + (YESNO_CUE if objective.kind == "yesno" else AB_CUE)
-
-
-def render_prompt(objective: Objective, messages: Sequence[dict[str, Any]], answer_text: str,
-                  good_first: bool = True) -> str:
-    """The whole judge text for one order, for logs and docs (the evaluator works on token pieces)."""
-    answer = answer_text.strip()
-    return (render_prefix(objective) + render_head(messages) + (" " + answer if answer else "")
-            + render_tail(objective, good_first))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +157,7 @@ def _state(engine: Any) -> _EngineState:
 
 def _resolve_letters(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
     """Token ids whose probabilities count for each option, from the engine's own tokenizer."""
-    cue = AB_CUE if kind == "ab" else YESNO_CUE
+    cue = YESNO_CUE if kind == "yesno" else AB_CUE
     cue_tokens = engine.tokenize(cue)
     result: dict[str, tuple[int, ...]] = {}
     for name in _letter_names(kind):
@@ -266,9 +182,11 @@ def _resolve_letters(engine: Any, kind: str) -> dict[str, tuple[int, ...]]:
                 f"model {_model_name(engine)} cannot judge {kind!r} objectives: its tokenizer has no "
                 f"single token for the option {name!r} (tried {forms}); choose another --judge model")
         result[name] = tuple(ids)
-    a, b = _letter_names(kind)
-    if set(result[a]) & set(result[b]):
-        raise JudgeError(f"model {_model_name(engine)}: options {a!r} and {b!r} share a token id")
+    names = _letter_names(kind)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if set(result[a]) & set(result[b]):
+                raise JudgeError(f"model {_model_name(engine)}: options {a!r} and {b!r} share a token id")
     return result
 
 
@@ -321,24 +239,6 @@ def judge_prefix_sequence(engine: Any, objective: Objective, mode: str = "vote")
 # Scoring
 
 
-def _logsumexp(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    m = float(np.max(values))
-    if not math.isfinite(m):
-        return m
-    return m + math.log(float(np.sum(np.exp(values - m))))
-
-
-def _share(lp_good: float, lp_bad: float) -> float:
-    """P(good) / (P(good) + P(bad)) computed from log-probabilities (0.5 if both are zero)."""
-    if lp_good == -math.inf and lp_bad == -math.inf:
-        return 0.5
-    d = lp_bad - lp_good
-    if d > 700:
-        return 0.0
-    return 1.0 / (1.0 + math.exp(d))
-
-
 class SelfEvaluator:
     """Scores (partial) answers in [-1, 1] with an objective's judge prompt on ``engine``.
 
@@ -350,6 +250,10 @@ class SelfEvaluator:
     +1 when both orders pick the good option, -1 when both pick the bad one, 0 when they disagree.
     ``mode="soft"``: the mean over both orders of P(good letter) / (P(A) + P(B)), rescaled to
     [-1, 1]; order-debiased and keeps the signal a position-biased small judge loses in the vote.
+    ``mode="first"``: the soft score of the good-option-first order alone, half the tail tokens. Why: on
+    100 human-labelled replies to XSTest's unsafe prompts (refusals vs compliances, first 40 tokens) that
+    order alone separated them better than both orders averaged (AUC qwen2.5-coder-0.5b 0.96 vs 0.89,
+    SmolLM2-135M 0.72 vs 0.65); the bad-option-first order carried no signal (0.51, 0.42).
     yesno objectives use one order: vote +1 if P(yes) > P(no) else -1; soft 2 P(yes)/(P(yes)+P(no)) - 1.
     """
 
@@ -366,6 +270,8 @@ class SelfEvaluator:
         self.layout = layout_of(mode)
         self._prefix = prefix_tokens(engine, objective, self.layout)
         self._tails = tail_tokens(engine, objective, self.layout)
+        if mode == "first":
+            self._tails = self._tails[:1]
         head_text = render_head(self.messages)
         self._head_label = list(engine.tokenize(CONV_LABEL))
         self._head = list(engine.tokenize(head_text))
@@ -448,15 +354,14 @@ class SelfEvaluator:
         shares = []
         votes = []
         for i, row in enumerate(rows):
-            row = np.asarray(row)
-            lp = {name: _logsumexp(row[list(ids)]) for name, ids in self.letter_ids.items()}
+            lp = option_logprobs(row, self.letter_ids)
             if self.objective.kind == "ab" and self.layout == "single":
                 g, b = "A", "B"  # the single layout lists the good option first
             elif self.objective.kind == "ab":
                 g, b = ("A", "B") if i == 0 else ("B", "A")
             else:
                 g, b = good_name, bad_name
-            share = _share(lp[g], lp[b])
+            share = letter_share(lp[g], lp[b])
             shares.append(share)
             votes.append(1 if lp[g] > lp[b] else -1)
             entry = {"good": g}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 
 @dataclass
@@ -71,3 +71,41 @@ class Rewind:
     dropped: str
     further: bool
     score: float
+
+
+class AnswerStream:
+    """The one consumer of a strategy's events: iterating yields the committed text chunks (and hands
+    every event to ``on_event``, e.g. a ``-v`` log or a live view); the answer runs once, lazily.
+
+    ``done`` is the final ``Done`` once the stream ended; ``partial()`` is the answer so far (for an
+    answer cut short by Ctrl-C); ``finish()`` runs the stream to its end and returns ``done``."""
+
+    def __init__(self, events: Iterable[Any], on_event: Callable[[Any], None] | None = None):
+        self._events = iter(events)
+        self._on_event = on_event
+        self.chunks: list[str] = []
+        self._tokens: list[int] = []  # committed so far (for partial)
+        self.done: Done | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self.chunks)  # what an earlier iteration already produced
+        for ev in self._events:
+            if self._on_event is not None:
+                self._on_event(ev)
+            if isinstance(ev, Commit):
+                self._tokens.extend(ev.tokens)
+                if ev.text:
+                    self.chunks.append(ev.text)
+                    yield ev.text
+            elif isinstance(ev, Done):
+                self.done = ev
+
+    def finish(self) -> Done:
+        for _ in self:
+            pass
+        if self.done is None:
+            raise RuntimeError("a decoding strategy must finish with Done")
+        return self.done
+
+    def partial(self, stop_reason: str = "interrupted") -> Done:
+        return Done(tokens=list(self._tokens), text="".join(self.chunks), stop_reason=stop_reason)

@@ -73,10 +73,8 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
         # before the length limit: one check for the rest beats a check for a few tokens.
         if len(out) >= min_tokens and budget - len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
             break
-        if stop.stop_strings:
-            around = engine.detokenize(tail + out)
-            if any(s and s in around for s in stop.stop_strings):
-                break
+        if stop.stop_strings and stop.find(engine.detokenize(tail + out)) >= 0:
+            break
     return out
 
 

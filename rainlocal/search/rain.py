@@ -62,7 +62,7 @@ def cached_score(cache: dict[str, float], evaluator: Evaluator, text: str) -> tu
 
 
 def _cut_at_stop(text: str, stop: StopRule) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stop.stop_strings if s) if i >= 0), default=-1)
+    cut = stop.find(text)
     if cut >= 0:
         return text[:cut], True
     return text, False

@@ -19,7 +19,7 @@ from rainlocal.search.settings import RainSettings, StopRule
 def rollout_done(text: str, settings: RainSettings, stop: StopRule) -> bool:
     if text and text[-1] in settings.rollout_delimiters:
         return True
-    return any(s and s in text for s in stop.stop_strings)
+    return stop.find(text) >= 0
 
 
 def rollout(

@@ -5,6 +5,7 @@ Defaults are the reference code's HH ("harmless") constants; see docs in rain-al
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -30,7 +31,7 @@ class RainSettings:
     V: float = 0.8  # ... and q > V
     c: float = 2.0  # exploration constant in the selection score (Eq. 1)
     gamma: float = 0.2  # similarity update weight (Eq. 2)
-    sim_threshold: float = 0.95  # siblings at least this similar share a score
+    sim_threshold: float = 0.85  # siblings at least this similar share a score (0.95 was MiniLM's; README "Similarity thresholds")
     similarity: bool = True  # similarity updates on/off (ablation)
     set_lengths: tuple[int, ...] = (1, 2, 4, 10)  # token-set length by absolute answer depth
     root_children: int = 10  # top-k single tokens at depth 0
@@ -44,9 +45,10 @@ class RainSettings:
     rollout_max_tokens: int = 32
     dynamic_add: bool = True
     max_children: int = 20  # dynamic addition only below this many children
-    dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length
-    score: str = "vote"  # "vote" (paper: two orders, hard votes), "soft" (order-debiased mean) or
-    # "single" (question before the conversation, one order, soft; cheap, meant with calibrate)
+    dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length (measured: README "Similarity thresholds")
+    score: str = "vote"  # "vote" (paper: two orders, hard votes), "soft" (order-debiased mean), "first"
+    # (the good-option-first order's soft score alone: half the tails, better separation) or "single"
+    # (question before the conversation, one order, soft; cheap, meant with calibrate)
     # The loop: "tree" (the paper's: every token set chosen by a tree search) or "draft" (the fast
     # profile, search/fast.py: draft a clause, judge it once, tree-search only where the judge objects).
     loop: str = "tree"
@@ -62,40 +64,106 @@ class RainSettings:
     search_max_sets: int = 4  # a search after a rejection commits at most this many token sets
 
     def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
-        """A copy with ``values`` applied; unknown keys or wrong types raise ValueError."""
-        known = {f.name: f for f in fields(self)}
+        """A copy with ``values`` applied (strings as given on a command line are parsed).
+
+        Every value is checked against its field's type and range (``RANGES``), so a typo fails
+        loudly instead of degrading the search: ``similarity=ture``, ``set_lengths=0`` or
+        ``cand_temp=0`` raise ValueError with a one-line message, as do unknown keys."""
+        known = {f.name for f in fields(self)}
         clean: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
                 raise ValueError(f"unknown RAIN setting {key!r} (known: {', '.join(sorted(known))})")
-            current = getattr(self, key)
-            try:
-                if isinstance(current, bool):
-                    if isinstance(value, str):
-                        value = value.strip().lower() in ("1", "true", "yes", "on")
-                    clean[key] = bool(value)
-                elif isinstance(current, tuple):
-                    if isinstance(value, str):
-                        value = [int(v) for v in value.replace(",", " ").split()]
-                    clean[key] = tuple(int(v) for v in value)
-                else:
-                    clean[key] = type(current)(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"RAIN setting {key!r} needs a {type(current).__name__}, got {value!r}") from None
-        if clean.get("score", self.score) not in ("vote", "soft", "single"):
-            raise ValueError("RAIN setting 'score' must be 'vote', 'soft' or 'single'")
-        if clean.get("commit", self.commit) not in ("visits", "value"):
-            raise ValueError("RAIN setting 'commit' must be 'visits' or 'value'")
-        if clean.get("loop", self.loop) not in ("tree", "draft"):
-            raise ValueError("RAIN setting 'loop' must be 'tree' or 'draft'")
+            clean[key] = check_setting(key, _parse(key, getattr(self, key), value))
         return replace(self, **clean)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+#: The allowed range of each numeric RAIN setting: (low, high, low_inclusive); None = unbounded.
+#: Choices for the string settings are in ``CHOICES``.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "T": (1, None, True), "min_searches": (1, None, True), "T_m": (0, None, True), "V": (-1.0, 1.0, True),
+    "c": (0.0, None, True), "gamma": (0.0, None, True), "sim_threshold": (-1.0, 1.0, True),
+    "root_children": (1, None, True), "n_children": (1, None, True), "cand_top_k": (1, None, True),
+    "cand_temp": (0.0, None, False), "cand_tries": (1, None, True), "root_uniform": (0.0, 1.0, True),
+    "rollout_max_tokens": (0, None, True), "max_children": (1, None, True), "dyn_var_coef": (0.0, None, True),
+    "draft_max_tokens": (1, None, True), "min_clause_tokens": (0, None, True), "first_draft_tokens": (1, None, True),
+    "calibration_scale": (0.0, None, False), "accept": (None, None, True), "hold": (None, None, True),
+    "rewind_further": (None, None, True), "search_max_sets": (1, None, True),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "score": ("vote", "soft", "first", "single"), "loop": ("tree", "draft"), "commit": ("visits", "value"),
+}
+
+
+def _parse(key: str, current: Any, value: Any) -> Any:
+    """``value`` as the type of the field's default (strings from ``--set`` or ``/set`` are parsed)."""
+    kind = type(current)
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"RAIN setting {key!r} needs true or false, got {value!r}")
+    if isinstance(current, tuple):
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        try:
+            out = tuple(_integer(v) for v in items)
+        except (TypeError, ValueError):
+            raise ValueError(f"RAIN setting {key!r} needs a list of whole numbers, got {value!r}") from None
+        if not out or min(out) < 1:
+            raise ValueError(f"RAIN setting {key!r} needs one or more lengths of at least 1, got {value!r}")
+        return out
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if kind is int:
+            return _integer(value)
+        if kind is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        return str(value) if isinstance(value, (str, int, float)) else kind(value)
+    except (TypeError, ValueError):
+        noun = {int: "a whole number", float: "a number", str: "a string"}.get(kind, kind.__name__)
+        raise ValueError(f"RAIN setting {key!r} needs {noun}, got {value!r}") from None
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    return int(str(value).strip()) if isinstance(value, str) else int(value)
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """``value`` if it lies in ``key``'s range or choices, else ValueError naming both."""
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ValueError(f"RAIN setting {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    low, high, low_inclusive = RANGES.get(key, (None, None, True))
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        bound = f"at least {low}" if low_inclusive else f"above {low}"
+        raise ValueError(f"RAIN setting {key!r} must be {bound}" + (f" and at most {high}" if high is not None else "")
+                         + f", got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"RAIN setting {key!r} must be at most {high}, got {value!r}")
+    return value
 
 
 #: Named profiles. ``fast`` (the default) drafts clauses and searches only where the judge objects
 #: (search/fast.py); ``paper`` is the reference code's HH constants, and ``harmless``, ``adversarial``
 #: and ``truthful`` are the reference code's constants per experiment (``harmless`` = ``paper``).
 PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"loop": "draft", "commit": "value", "score": "soft", "calibrate": True, "accept": -0.5,
+    "fast": {"loop": "draft", "commit": "value", "score": "first", "calibrate": True, "accept": -0.5,
              "hold": -0.75, "rewind_further": -1.0, "T": 6, "min_searches": 2, "T_m": 2, "V": 0.0,
              "min_clause_tokens": 16, "first_draft_tokens": 4,
              "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16},
@@ -124,3 +192,7 @@ class StopRule:
 
     max_tokens: int = 256
     stop_strings: list[str] = field(default_factory=list)
+
+    def find(self, text: str) -> int:
+        """Where the first stop string in ``text`` starts, or -1 (the one stop-string search)."""
+        return min((i for i in (text.find(s) for s in self.stop_strings if s) if i >= 0), default=-1)

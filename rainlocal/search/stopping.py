@@ -46,7 +46,7 @@ class Stopper:
                 break
         st.tokens.extend(kept)
         text = self.detokenize(st.tokens)
-        cut = min((i for i in (text.find(s) for s in self.rule.stop_strings if s) if i >= 0), default=-1)
+        cut = self.rule.find(text)
         if cut >= 0:
             text = text[:cut]
             st.stop_reason = "stop"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import IO, Iterable
 
-from rainlocal.search.events import Check, Commit, Done, Rewind, Step
+from rainlocal.search.events import AnswerStream, Check, Done, Rewind, Step
 
 
 def format_step(step: Step, limit: int = 10) -> str:
@@ -30,25 +30,26 @@ def format_check(ev: Check | Rewind) -> str:
     return f"[fast] {ev.verdict} score={ev.score:+.3f} {ev.text!r}"
 
 
+def log_event(ev, log: IO[str] | None) -> None:
+    """Write one event to the ``-v`` log: the search steps at each commit, every judged draft and rewind."""
+    if log is None:
+        return
+    if isinstance(ev, Step) and ev.committed:
+        log.write(format_step(ev) + "\n")
+    elif isinstance(ev, (Check, Rewind)):
+        log.write(format_check(ev) + "\n")
+    else:
+        return
+    log.flush()
+
+
 def stream_answer(events: Iterable, out: IO[str] | None, log: IO[str] | None = None) -> Done:
     """Write committed text to ``out`` (flushing each commit) and return the final event.
 
     ``log`` receives the search steps at each commit and every judged draft and rewind (``-v``)."""
-    done: Done | None = None
-    for ev in events:
-        if isinstance(ev, Commit):
-            if out is not None and ev.text:
-                out.write(ev.text)
-                out.flush()
-        elif isinstance(ev, Step):
-            if log is not None and ev.committed:
-                log.write(format_step(ev) + "\n")
-                log.flush()
-        elif isinstance(ev, (Check, Rewind)):
-            if log is not None:
-                log.write(format_check(ev) + "\n")
-                log.flush()
-        elif isinstance(ev, Done):
-            done = ev
-    assert done is not None, "a decoding strategy must finish with Done"
-    return done
+    stream = AnswerStream(events, on_event=lambda ev: log_event(ev, log))
+    for chunk in stream:
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+    return stream.finish()

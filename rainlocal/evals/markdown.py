@@ -1,0 +1,225 @@
+"""The eval report as Markdown (``report.md``), from the summary's plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rainlocal.evals.strategies import SAFETY_PROMPT, SELF_CHECK_REFUSAL, label
+from rainlocal.evals.textstats import HEAVY_REP, REP_N
+
+
+def _rain_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per RAIN strategy with the constants it ran with (the command's own when none is given)."""
+    by = meta.get("rain_strategies") or {"rain": meta}
+    judge = f"; self-evaluation by `{meta['self_eval_judge']}`" if meta.get("self_eval_judge") else ""
+    return [f"- {label(name)}: profile `{r.get('profile')}`, self-evaluation objective "
+            f"`{r.get('objective')}`, score `{r.get('score')}`, T={r.get('T')} (at least {r.get('min_searches')} "
+            f"searches a step), T_m={r.get('T_m')}, V={r.get('V')}{judge}" for name, r in by.items()]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def rate_cell(d: dict[str, Any] | None) -> str:
+    if not d or not d.get("n"):
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{_pct(d['rate'])} [{_pct(lo)}, {_pct(hi)}] ({d['k']}/{d['n']})"
+
+
+def ratio_cell(d: dict[str, Any] | None) -> str:
+    if not d or d.get("ratio") is None:
+        return "–"
+    lo, hi = d.get("ci95") or (d["ratio"], d["ratio"])
+    return f"{_fmt(d['ratio'])}x [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _kappa(k: dict[str, Any] | None) -> str:
+    return "–" if not k or k.get("kappa") is None else f"{k['kappa']:.2f}"
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def _table_head(lead: str, systems: list[str]) -> list[str]:
+    n_lead = lead.count("|") - 1
+    return [f"{lead} " + " | ".join(label(x) for x in systems) + " |", "|" + "---|" * (n_lead + len(systems))]
+
+
+def _settings(s: dict[str, Any]) -> list[str]:
+    meta, systems = s["meta"], s["systems"]
+    L = [f"# rainlocal eval: {s['suite']}", "",
+         f"- model: `{meta.get('model')}`; seed {meta.get('seed')}; max tokens {meta.get('max_tokens')}; "
+         f"sampling temp {meta.get('temp')}, top-p {meta.get('top_p')}, top-k {meta.get('top_k')}",
+         *_rain_lines(meta),
+         f"- data: `{meta.get('data')}`" + (f" with attack suffix {meta['attack_suffix']!r}" if meta.get("attack_suffix") else "")
+         + (f" (a fixed seeded sample of {meta['limit']})" if meta.get("limit") else "")
+         + "; prompts evaluated: " + ", ".join(f"{label(x)} {s['items'][x]}" for x in systems),
+         f"- evaluation judge: {meta.get('judge')} (method `{meta.get('judge_method')}`; yes/no criteria in both option "
+         "orders, verdict = mean P(good option) > 0.5; the three-way question in its three cyclic orders)",
+         "- strategies: same model, seed, stopping rule and length limit; vanilla is KV-cached sampling"]
+    if "system" in systems:
+        L.append(f"- system prompt baseline: {meta.get('safety_prompt') or SAFETY_PROMPT!r}")
+    if "self-check" in systems:
+        L.append(f"- self-check: vanilla, then one self-evaluation of the answer (objective `{meta.get('objective')}`, "
+                 f"score `{meta.get('score')}`); below 0 it answers {SELF_CHECK_REFUSAL!r} instead")
+    if "best-of-n" in systems:
+        L.append(f"- best-of-N: {meta.get('best_of_desc')}")
+    return L + [""]
+
+
+def _headline(s: dict[str, Any]) -> list[str]:
+    rows = s.get("headline") or []
+    if not any(r.get("harmless") or r.get("safe_compliance") for r in rows):
+        return []
+    L = ["## Headline (95% intervals)", "",
+         "| strategy | harmless on unsafe prompts (judge) | full compliance on safe prompts (judge) | "
+         "wall time / vanilla | engine work / vanilla |", "|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {label(r['system'])} | {rate_cell(r.get('harmless'))} | {rate_cell(r.get('safe_compliance'))} | "
+                 f"{ratio_cell(r.get('time_ratio'))} | {ratio_cell(r.get('work_ratio'))} |")
+    L += ["", "Rates: Wilson intervals. Ratios: sums over the prompts both answered, with a paired bootstrap "
+          "interval (2,000 resamples of the prompts). Wall time is answering only (judging not counted); engine "
+          "work is tokens decoded in every phase but the prompt, on every model involved.", ""]
+    if s.get("chart"):
+        L += [f"![harmlessness against cost]({s['chart']})", ""]
+    return L
+
+
+def _judge_checks(s: dict[str, Any]) -> list[str]:
+    L = ["## Evaluation judge agreement on labelled data", ""]
+    c = s.get("judge_check")
+    if not c:
+        return L + ["Not measured (`--check-judge 0 --check-human 0`, or no labelled data found). "
+                    "Judged rates are unvalidated.", ""] + _self_eval_check(s)
+    L += [f"{c['description']}: {c['cases']} cases.", ""]
+    if c.get("pairs"):
+        p = c["pairs"]
+        L.append(f"- written pairs ({p['cases']} cases): accuracy {rate_cell(p['accuracy'])}, undecided {p['undecided']}; "
+                 f"pairwise (good reply scored above bad) {rate_cell(p['pairwise_accuracy'])}, ties {p['pairwise_ties']}")
+    for kind, what in (("harm", "harm on unsafe prompts (harmless = human full refusal)"),
+                       ("refusal", "refusal on safe prompts (refusal = human full or partial refusal)")):
+        if c.get(kind):
+            h = c[kind]
+            L.append(f"- human labels, {what}, {h['cases']} cases ({h['positives']} positive): accuracy "
+                     f"{rate_cell(h['accuracy'])}, Cohen's kappa {_kappa(h['kappa'])}, undecided {h['undecided']}")
+    L += ["", "Accuracy near the majority share or kappa near 0 means the judge adds little over chance; the "
+          "string-rule rates need no judge.", ""]
+    return L + _self_eval_check(s)
+
+
+def _self_eval_check(s: dict[str, Any]) -> list[str]:
+    meta = s["meta"]
+    L: list[str] = []
+    sc = s.get("self_eval_check")
+    if sc:
+        who = f"`{meta['self_eval_judge']}`" if meta.get("self_eval_judge") else "the answering model"
+        L += ["## Self-evaluation (the search's judge) on the same labelled data", "",
+              f"The harm cases above scored by {who} with the `{sc.get('objective')}` self-evaluation prompt RAIN "
+              "searches with (the paper measured 52% for a 7B model and 98% for 70B):", ""]
+        for kind, what in (("pairs", "written pairs"), ("harm", "human-labelled harm cases")):
+            d = sc.get(kind)
+            if not d:
+                continue
+            extra = (f"; soft pairwise {rate_cell(d['soft_pairwise_accuracy'])}" if "soft_pairwise_accuracy" in d
+                     else f"; soft Cohen's kappa {_kappa(d.get('kappa'))}")
+            L.append(f"- {what} ({d['cases']}): vote (the paper's score) {rate_cell(d['vote_accuracy'])}"
+                     f" (undecided {d['vote_undecided']}); soft score {rate_cell(d['soft_accuracy'])}{extra}")
+        L.append("")
+    return L
+
+
+def _rates(s: dict[str, Any]) -> list[str]:
+    systems = s["systems"]
+    L = ["## Rates (95% Wilson intervals)", ""] + _table_head("| metric | better |", systems)
+    for m in s["metrics"]:
+        L.append(f"| {m['label']} | {m['better'] or ''} | " + " | ".join(rate_cell(s["rates"][m["key"]][x]) for x in systems) + " |")
+    und = [(m["label"], x, s["undecided"][m["key"]][x]) for m in s["metrics"] for x in systems if s["undecided"][m["key"]][x]]
+    if und:
+        L += ["", "Undecided verdicts (left out of the rate): " + "; ".join(f"{a} / {label(x)}: {n}" for a, x, n in und)]
+    L.append("")
+    if s.get("self_check_fired"):
+        L += ["Self-check fired (answer replaced by a refusal): " +
+              "; ".join(f"{label(x)} {rate_cell(d)}" for x, d in s["self_check_fired"].items()), ""]
+    scores = s.get("scores") or {}
+    if any(v.get("n") for d in scores.values() for v in d.values()):
+        L += ["Mean judge score P(good option), averaged over both option orders (higher is better):", ""]
+        L += _table_head("| criterion |", systems)
+        L += [f"| {crit} | " + " | ".join(_fmt(d[x].get("mean")) for x in systems) + " |" for crit, d in scores.items()]
+        L.append("")
+    return L
+
+
+def _degenerate(s: dict[str, Any]) -> list[str]:
+    systems = s["systems"]
+    d = s.get("degenerate") or {}
+    if not d:
+        return []
+    L = ["## Degenerate text (no judge)", "",
+         f"rep-{REP_N}: share of a reply's word {REP_N}-grams that repeat an earlier one; heavy repetition: "
+         f"rep-{REP_N} >= {HEAVY_REP}. distinct-n: unique word n-grams / all, pooled over the strategy's replies.", ""]
+    L += _table_head("| |", systems)
+    L.append("| heavy repetition | " + " | ".join(rate_cell(d[x]["heavy_repetition"]) for x in systems) + " |")
+    for key, name in ((f"mean_rep_{REP_N}", f"mean rep-{REP_N}"), ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2")):
+        L.append(f"| {name} | " + " | ".join(_fmt(d[x].get(key)) for x in systems) + " |")
+    L.append("")
+    if s.get("worst_examples"):
+        L += ["Most repetitive replies:", ""]
+        for w in s["worst_examples"]:
+            text = w["reply"].replace("\n", " ").replace("|", "\\|")
+            L.append(f"- {label(w['system'])}, `{w['id']}`, rep-{REP_N} {w[f'rep_{REP_N}']:.2f}: {text!r}")
+        L.append("")
+    return L
+
+
+def _comparisons(s: dict[str, Any]) -> list[str]:
+    L: list[str] = []
+    labels = {m["key"]: m["label"] for m in s["metrics"]}
+    for other, comp in s["comparisons"].items():
+        name = label(other)
+        L += [f"## {name} against vanilla (paired, same prompts and seed)", ""]
+        if comp["paired"]:
+            L += [f"| metric | {name} better | {name} worse | tie | sign test p |", "|---|---|---|---|---|"]
+            for k, p in comp["paired"].items():
+                L.append(f"| {labels[k]} | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
+            for k, p in (comp.get("paired_scores") or {}).items():
+                L.append(f"| {k} judge score P(good) | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
+            L.append("")
+        L += [f"- time ratio {name}/vanilla (answer wall time, {comp['items']} prompts): **{ratio_cell(comp['time_ratio'])}**",
+              f"- engine work ratio (tokens decoded, all phases but the prompt): **{ratio_cell(comp['work_ratio'])}**", ""]
+    return L
+
+
+def _cost(s: dict[str, Any]) -> list[str]:
+    systems, cost = s["systems"], s["cost"]
+    L = ["## Cost", ""] + _table_head("| |", systems)
+    rows = [("answers", "answers"), ("answer tokens", "answer_tokens"), ("wall s (answers only)", "wall_s"),
+            ("s per answer token", "s_per_answer_token"), ("tokens decoded", "work"),
+            ("tokens decoded per answer token", "work_per_answer_token")]
+    L += [f"| {a} | " + " | ".join(_fmt(cost[x].get(k)) for x in systems) + " |" for a, k in rows]
+    for p in sorted({p for x in systems for p in cost[x]["tokens_decoded"]}):
+        L.append(f"| tokens decoded: {p} | " + " | ".join(_fmt(cost[x]["tokens_decoded"].get(p, 0)) for x in systems) + " |")
+    for title, key in (("similarity updates per answer", "similarity_updates_per_answer"),
+                       ("nodes added per answer", "nodes_added_per_answer")):
+        if any(key in cost[x] for x in systems):
+            L.append(f"| {title} | " + " | ".join(_fmt(cost[x].get(key)) for x in systems) + " |")
+    if any("mean_n" in cost[x] for x in systems):
+        L.append("| mean N | " + " | ".join(_fmt(cost[x].get("mean_n")) for x in systems) + " |")
+    L.append("")
+    short = sum(cost[x].get("below_matched_work") or 0 for x in systems)
+    if short:
+        L += [f"best-of-N reached its cap (`--best-of-max`) before matching RAIN's work on {short} prompts: there it "
+              "had less compute than RAIN.", ""]
+    return L
+
+
+def render_markdown(s: dict[str, Any]) -> str:
+    L = _settings(s) + _headline(s) + _judge_checks(s) + _rates(s) + _degenerate(s) + _comparisons(s) + _cost(s)
+    L.append("Raw answers, judge prompts, raw judge outputs and verdicts: `results.jsonl`; these numbers: `summary.json`.")
+    return "\n".join(L) + "\n"
