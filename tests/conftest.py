@@ -81,6 +81,16 @@ def shared_data() -> Path | None:
     return None
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """End a server the tests started: SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_cli(args: list[str], *, input: str | None = None, env_home: Path | None = None, timeout: float = 300,
             extra_env: dict[str, str] | None = None, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
     """Run the real ``rainlocal`` command as a user would (a subprocess in its own working directory;

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, stop_process
 from rainlocal.generate import GenerationSettings, Generator
 from rainlocal.search.settings import SamplingSettings, profile_settings
 
@@ -66,20 +66,11 @@ def start_server(model_path: Path, *, parallel: int = 4, embeddings: bool = True
     pytest.fail("llama-server did not become ready in 120 s")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="session")
 def llama_server(model_path):
     proc, url = start_server(model_path)
     yield url
-    stop_server(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +194,7 @@ def test_a_server_that_goes_away_mid_answer_gives_one_line_exit_1_and_keeps_the_
         seen = os.read(cli.stdout.fileno(), 64)  # the first committed text
         assert seen.strip()
     finally:
-        stop_server(proc)
+        stop_process(proc)
     rest, err = cli.communicate(timeout=60)
     assert cli.returncode == 1
     out = seen + rest
@@ -245,8 +236,8 @@ def test_eval_with_two_servers_answers_every_prompt_once_and_uses_both(model_pat
                      "--check-judge", "0", "--check-human", "0", "--strategies", "vanilla,rain", "-o", str(tmp_path / "ev")], env_home=rl_home, timeout=900)
         served = (_prompt_tokens_served(url_a), _prompt_tokens_served(url_b))
     finally:
-        stop_server(a)
-        stop_server(b)
+        stop_process(a)
+        stop_process(b)
     assert r.returncode == 0, r.stderr
     units = [(rec["id"], rec["system"]) for rec in map(json.loads, (tmp_path / "ev" / "results.jsonl").open())]
     assert sorted(units) == sorted({(u[0], s) for u in units for s in ("vanilla", "rain")}) and len(units) == 4

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, stop_process
 
 KEY = "test-key-4711"
 CTX = 1024
@@ -77,12 +77,7 @@ def server(model_path, tmp_path_factory):
             pytest.fail(f"rainlocal serve did not answer /health within 120 s:\n{log.read_text()}")
         time.sleep(0.2)
     yield s
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout=30)
 
 
 @pytest.fixture()

@@ -79,6 +79,21 @@ def sequence_keys(seqs: Sequence[Sequence[int]], n_ctx: int) -> list[tuple[int, 
     return keys
 
 
+def split_cached(seqs: Sequence[Sequence[int]], n_ctx: int, lookup) -> tuple[list, dict[tuple[int, ...], list[int]]]:
+    """A ``logprobs`` request split the same way by every engine: the rows ``lookup(key)`` already has
+    (``None`` where it has none) and, for the rest, each distinct sequence with the request positions
+    that asked for it (a sequence asked twice is decoded once)."""
+    results: list = [None] * len(seqs)
+    todo: dict[tuple[int, ...], list[int]] = {}
+    for i, key in enumerate(sequence_keys(seqs, n_ctx)):
+        cached = lookup(key)
+        if cached is not None:
+            results[i] = cached
+        else:
+            todo.setdefault(key, []).append(i)
+    return results, todo
+
+
 def suffix_means(states: np.ndarray, starts: Sequence[int], cut: int) -> np.ndarray:
     """Mean of ``states[start - cut:]`` for each start (clamped to the rows there are): the suffix
     embeddings of one decoded sequence whose first ``cut`` tokens were dropped."""

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import httpx
 import numpy as np
 
-from rainlocal.engine.base import PHASES, sequence_keys, suffix_means
+from rainlocal.engine.base import PHASES, split_cached, suffix_means
 from rainlocal.errors import ContextOverflowError, EngineError, ServerGoneError, ServerUnreachableError
 
 #: Top log-probs asked per request: at least the search's widest truncated sampler (--top-k 40).
@@ -248,14 +248,7 @@ class LlamaServerEngine:
     def logprobs(self, seqs: Sequence[Sequence[int]], *, phase: str = "generate") -> list[np.ndarray]:
         if phase not in self.counters:
             raise ValueError(f"unknown phase {phase!r}")
-        results: list[np.ndarray | None] = [None] * len(seqs)
-        todo: dict[tuple[int, ...], list[int]] = {}
-        for i, key in enumerate(sequence_keys(seqs, self.n_ctx)):
-            cached = self._logits_cache.get(key)
-            if cached is not None:
-                results[i] = cached
-            else:
-                todo.setdefault(key, []).append(i)
+        results, todo = split_cached(seqs, self.n_ctx, self._logits_cache.get)
         if todo:
             keys = list(todo)
             n_probs = self.n_vocab if phase in FULL_VOCAB_PHASES else self.top_n

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rainlocal.engine.base import PHASES, sequence_keys
+from rainlocal.engine.base import PHASES, split_cached
 from rainlocal.engine.llama.cache import EXACT_BYTES, FULL_BYTES, TOP_BYTES, LogitsCache
 from rainlocal.engine.llama.embeddings import Embedder
 from rainlocal.engine.llama.log import install_log_callback, last_llama_error, log_errors
@@ -242,14 +242,8 @@ class LlamaEngine:
     def logprobs(self, seqs: Sequence[Sequence[int]], *, phase: str = "generate") -> list[np.ndarray]:
         if phase not in self.counters:
             raise ValueError(f"unknown phase {phase!r}")
-        results: list[np.ndarray | None] = [None] * len(seqs)
-        todo: dict[tuple[int, ...], list[int]] = {}
-        for i, key in enumerate(sequence_keys(seqs, self.n_ctx)):
-            cached = self._cache.get(key, exact=phase in self.EXACT_PHASES)
-            if cached is not None:
-                results[i] = cached
-            else:
-                todo.setdefault(key, []).append(i)
+        exact = phase in self.EXACT_PHASES
+        results, todo = split_cached(seqs, self.n_ctx, lambda key: self._cache.get(key, exact=exact))
         if todo:
             keys = list(todo)
             # Requests that share a long prefix no cached branch holds (e.g. the judge's two option
