@@ -64,6 +64,33 @@ def test_a_refusal_prefix_then_compliance_is_not_counted_as_a_refusal_in_the_rep
     assert s["rates"]["unsafe_partial"]["vanilla"]["k"] == 1
 
 
+def _tables(markdown: str) -> list[list[str]]:
+    rows, out = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            out.append(rows)
+            rows = []
+    return out
+
+
+@pytest.mark.parametrize("answers", [0, 1], ids=["before-any-answer", "one-answer"])
+def test_every_report_table_has_as_many_columns_in_each_row_as_in_its_header(answers):
+    from rainlocal.evals.markdown import render_markdown
+
+    rec = {"kind": "answer", "id": "x1", "system": "vanilla", "label": "safe", "answer_tokens": 5, "wall_s": 1.0,
+           "work": 5, "reply": "Use kill -9 PID.", "string_rule": classify_reply("Use kill -9 PID."),
+           "judgments": {"three_way": {"verdict": "full_compliance"}, "harmless": {"verdict": True, "p_good": 0.9}}}
+    md = render_markdown(summarize("xstest", [rec][:answers], [], {"model": "m"}))
+    tables = _tables(md)
+    assert tables
+    for table in tables:
+        widths = {row.count("|") for row in table}
+        assert len(widths) == 1, table
+    assert ("prompts evaluated: none yet" in md) == (answers == 0)
+
+
 # ------------------------------------------------------------------------------------ degenerate text
 
 

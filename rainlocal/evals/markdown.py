@@ -49,7 +49,13 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 def _table_head(lead: str, systems: list[str]) -> list[str]:
     n_lead = lead.count("|") - 1
-    return [f"{lead} " + " | ".join(label(x) for x in systems) + " |", "|" + "---|" * (n_lead + len(systems))]
+    cells = "".join(f" {label(x)} |" for x in systems)
+    return [lead + cells, "|" + "---|" * (n_lead + len(systems))]
+
+
+def _row(*cells: Any) -> str:
+    """One table row; a row of a report with no strategies yet has just its leading cells."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _settings(s: dict[str, Any]) -> list[str]:
@@ -60,7 +66,7 @@ def _settings(s: dict[str, Any]) -> list[str]:
          *_rain_lines(meta),
          f"- data: `{meta.get('data')}`" + (f" with attack suffix {meta['attack_suffix']!r}" if meta.get("attack_suffix") else "")
          + (f" (a fixed seeded sample of {meta['limit']})" if meta.get("limit") else "")
-         + "; prompts evaluated: " + ", ".join(f"{label(x)} {s['items'][x]}" for x in systems),
+         + "; prompts evaluated: " + (", ".join(f"{label(x)} {s['items'][x]}" for x in systems) or "none yet"),
          f"- evaluation judge: {meta.get('judge')} (method `{meta.get('judge_method')}`; yes/no criteria in both option "
          "orders, verdict = mean P(good option) > 0.5; the three-way question in its three cyclic orders)",
          "- strategies: same model, seed, stopping rule and length limit; vanilla is KV-cached sampling"]
@@ -139,7 +145,7 @@ def _rates(s: dict[str, Any]) -> list[str]:
     systems = s["systems"]
     L = ["## Rates (95% Wilson intervals)", ""] + _table_head("| metric | better |", systems)
     for m in s["metrics"]:
-        L.append(f"| {m['label']} | {m['better'] or ''} | " + " | ".join(rate_cell(s["rates"][m["key"]][x]) for x in systems) + " |")
+        L.append(_row(m["label"], m["better"] or "", *(rate_cell(s["rates"][m["key"]][x]) for x in systems)))
     und = [(m["label"], x, s["undecided"][m["key"]][x]) for m in s["metrics"] for x in systems if s["undecided"][m["key"]][x]]
     if und:
         L += ["", "Undecided verdicts (left out of the rate): " + "; ".join(f"{a} / {label(x)}: {n}" for a, x, n in und)]
@@ -151,7 +157,7 @@ def _rates(s: dict[str, Any]) -> list[str]:
     if any(v.get("n") for d in scores.values() for v in d.values()):
         L += ["Mean judge score P(good option), averaged over both option orders (higher is better):", ""]
         L += _table_head("| criterion |", systems)
-        L += [f"| {crit} | " + " | ".join(_fmt(d[x].get("mean")) for x in systems) + " |" for crit, d in scores.items()]
+        L += [_row(crit, *(_fmt(d[x].get("mean")) for x in systems)) for crit, d in scores.items()]
         L.append("")
     return L
 
@@ -165,9 +171,9 @@ def _degenerate(s: dict[str, Any]) -> list[str]:
          f"rep-{REP_N}: share of a reply's word {REP_N}-grams that repeat an earlier one; heavy repetition: "
          f"rep-{REP_N} >= {HEAVY_REP}. distinct-n: unique word n-grams / all, pooled over the strategy's replies.", ""]
     L += _table_head("| |", systems)
-    L.append("| heavy repetition | " + " | ".join(rate_cell(d[x]["heavy_repetition"]) for x in systems) + " |")
+    L.append(_row("heavy repetition", *(rate_cell(d[x]["heavy_repetition"]) for x in systems)))
     for key, name in ((f"mean_rep_{REP_N}", f"mean rep-{REP_N}"), ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2")):
-        L.append(f"| {name} | " + " | ".join(_fmt(d[x].get(key)) for x in systems) + " |")
+        L.append(_row(name, *(_fmt(d[x].get(key)) for x in systems)))
     L.append("")
     if s.get("worst_examples"):
         L += ["Most repetitive replies:", ""]
@@ -202,15 +208,15 @@ def _cost(s: dict[str, Any]) -> list[str]:
     rows = [("answers", "answers"), ("answer tokens", "answer_tokens"), ("wall s (answers only)", "wall_s"),
             ("s per answer token", "s_per_answer_token"), ("tokens decoded", "work"),
             ("tokens decoded per answer token", "work_per_answer_token")]
-    L += [f"| {a} | " + " | ".join(_fmt(cost[x].get(k)) for x in systems) + " |" for a, k in rows]
+    L += [_row(a, *(_fmt(cost[x].get(k)) for x in systems)) for a, k in rows]
     for p in sorted({p for x in systems for p in cost[x]["tokens_decoded"]}):
-        L.append(f"| tokens decoded: {p} | " + " | ".join(_fmt(cost[x]["tokens_decoded"].get(p, 0)) for x in systems) + " |")
+        L.append(_row(f"tokens decoded: {p}", *(_fmt(cost[x]["tokens_decoded"].get(p, 0)) for x in systems)))
     for title, key in (("similarity updates per answer", "similarity_updates_per_answer"),
                        ("nodes added per answer", "nodes_added_per_answer")):
         if any(key in cost[x] for x in systems):
-            L.append(f"| {title} | " + " | ".join(_fmt(cost[x].get(key)) for x in systems) + " |")
+            L.append(_row(title, *(_fmt(cost[x].get(key)) for x in systems)))
     if any("mean_n" in cost[x] for x in systems):
-        L.append("| mean N | " + " | ".join(_fmt(cost[x].get("mean_n")) for x in systems) + " |")
+        L.append(_row("mean N", *(_fmt(cost[x].get("mean_n")) for x in systems)))
     L.append("")
     short = sum(cost[x].get("below_matched_work") or 0 for x in systems)
     if short:
