@@ -61,91 +61,96 @@ class _Top:
         return row
 
 
+class _Tier:
+    """One least-recently-used pool of rows under a byte budget; ``keep_one`` never evicts its newest
+    item, however large (a whole row above a tiny budget must still serve the read that follows)."""
+
+    def __init__(self, budget: int, keep_one: bool):
+        self.budget = budget
+        self.keep_one = keep_one
+        self.items: OrderedDict = OrderedDict()
+        self.used = 0
+
+    def touch(self, key: tuple[int, ...]) -> None:
+        self.items.move_to_end(key)
+
+    def discard(self, key: tuple[int, ...]) -> None:
+        item = self.items.pop(key, None)
+        if item is not None:
+            self.used -= item.nbytes
+
+    def add(self, key: tuple[int, ...], item) -> list:
+        """Keep ``item`` as the newest; return the (key, item) pairs evicted to stay in budget, oldest first."""
+        self.items[key] = item
+        self.used += item.nbytes
+        evicted = []
+        while self.used > self.budget and len(self.items) > int(self.keep_one):
+            k, old = self.items.popitem(last=False)
+            self.used -= old.nbytes
+            evicted.append((k, old))
+        return evicted
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.used = 0
+
+
 class LogitsCache:
     """Token tuple -> next-token log-probs; see the module docstring."""
 
     def __init__(self, n_vocab: int, *, full_bytes: int = FULL_BYTES, exact_bytes: int = EXACT_BYTES,
                  top_bytes: int = TOP_BYTES, top_k: int = TOP_K):
         self.n_vocab = n_vocab
-        self.full_bytes = full_bytes
-        self.exact_bytes = exact_bytes
-        self.top_bytes = top_bytes
         self.top_k = top_k
-        self._full: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
-        self._exact: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
-        self._exact_used = 0
-        self._top: OrderedDict[tuple[int, ...], _Top] = OrderedDict()
-        self._full_used = 0
-        self._top_used = 0
+        self._full = _Tier(full_bytes, keep_one=True)
+        self._exact = _Tier(exact_bytes, keep_one=True)  # rows a whole-vocabulary sampler asked for
+        self._top = _Tier(top_bytes, keep_one=False)  # demoted rows (``_Top``)
+        self._tiers = (self._full, self._exact, self._top)
         self.expanded = 0  # reads served from a demoted row
         self.refused = 0  # exact reads that found only a demoted row
 
     def __contains__(self, key: tuple[int, ...]) -> bool:
-        return key in self._full or key in self._exact or key in self._top
+        return any(key in t.items for t in self._tiers)
 
     def __len__(self) -> int:
-        return len(self._full) + len(self._exact) + len(self._top)
+        return sum(len(t.items) for t in self._tiers)
 
     @property
     def budget(self) -> int:
-        return self.full_bytes + self.exact_bytes + self.top_bytes
+        return sum(t.budget for t in self._tiers)
 
     @property
     def nbytes(self) -> int:
-        return self._full_used + self._exact_used + self._top_used
+        return sum(t.used for t in self._tiers)
 
     def get(self, key: tuple[int, ...], *, exact: bool = False) -> np.ndarray | None:
-        for pool in (self._full, self._exact):
-            row = pool.get(key)
+        for tier in (self._full, self._exact):
+            row = tier.items.get(key)
             if row is not None:
-                pool.move_to_end(key)
+                tier.touch(key)
                 return row
-        top = self._top.get(key)
+        top = self._top.items.get(key)
         if top is None:
             return None
         if exact:
             self.refused += 1
             return None
-        self._top.move_to_end(key)
+        self._top.touch(key)
         self.expanded += 1
         return top.expand(self.n_vocab)
 
     def put(self, key: tuple[int, ...], row: np.ndarray, *, exact: bool = False) -> None:
         """Keep ``row``; ``exact`` rows (asked for by a whole-vocabulary sampler) stay whole longer."""
-        old = self._top.pop(key, None)
-        if old is not None:
-            self._top_used -= old.nbytes
-        if key in self._full:
-            self._full_used -= self._full.pop(key).nbytes
-        if key in self._exact:
-            self._exact_used -= self._exact.pop(key).nbytes
-        if exact:
-            self._exact[key] = row
-            self._exact_used += row.nbytes
-            while self._exact_used > self.exact_bytes and len(self._exact) > 1:
-                k, r = self._exact.popitem(last=False)
-                self._exact_used -= r.nbytes
-                self._demote(k, r)
-            return
-        self._full[key] = row
-        self._full_used += row.nbytes
-        while self._full_used > self.full_bytes and len(self._full) > 1:
-            k, r = self._full.popitem(last=False)
-            self._full_used -= r.nbytes
+        for tier in self._tiers:
+            tier.discard(key)
+        for k, r in (self._exact if exact else self._full).add(key, row):
             self._demote(k, r)
 
     def _demote(self, key: tuple[int, ...], row: np.ndarray) -> None:
-        if self.top_bytes <= 0:
+        if self._top.budget <= 0:
             return
-        top = _Top(row, self.top_k)
-        self._top[key] = top
-        self._top_used += top.nbytes
-        while self._top_used > self.top_bytes and self._top:
-            _, t = self._top.popitem(last=False)
-            self._top_used -= t.nbytes
+        self._top.add(key, _Top(row, self.top_k))
 
     def clear(self) -> None:
-        self._full.clear()
-        self._exact.clear()
-        self._top.clear()
-        self._full_used = self._exact_used = self._top_used = 0
+        for tier in self._tiers:
+            tier.clear()
