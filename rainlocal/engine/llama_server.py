@@ -35,7 +35,9 @@ from typing import Any, Sequence
 import httpx
 import numpy as np
 
-from rainlocal.engine.base import PHASES, split_cached, suffix_means
+from rainlocal.engine.base import (
+    CENTRING_TEXTS, EMBED_MAX, PHASES, centred_units, split_cached, suffix_means, text_means,
+)
 from rainlocal.errors import ContextOverflowError, EngineError, ServerGoneError, ServerUnreachableError
 
 #: Top log-probs asked per request: at least the search's widest truncated sampler (--top-k 40).
@@ -320,34 +322,26 @@ class LlamaServerEngine:
 
     # ------------------------------------------------------------------ embeddings
 
-    _EMBED_MAX = 512
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        states = self._token_states([self._embed_tokens(t) for t in texts])
-        return self._unit(np.stack([st.mean(axis=0) for st in states]))
+        return self._unit(text_means(self._token_states([self._embed_tokens(t) for t in texts])))
 
     def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """One embedding per start: the mean hidden state of ``tokens[start:]`` from one request."""
-        toks = [int(t) for t in tokens][-self._EMBED_MAX:]
+        toks = [int(t) for t in tokens][-EMBED_MAX:]
         cut = len(tokens) - len(toks)
         if not toks:
             raise ValueError("embed_suffixes needs at least one token")
         return self._unit(suffix_means(self._token_states([toks])[0], starts, cut))
 
     def _embed_tokens(self, text: str) -> list[int]:
-        return self.tokenize(text or " ")[: self._EMBED_MAX] or [self.eos_token or 0]
+        return self.tokenize(text or " ")[:EMBED_MAX] or [self.eos_token or 0]
 
     def _unit(self, raw: np.ndarray) -> np.ndarray:
-        from rainlocal.engine.llama.embeddings import _CENTRING_TEXTS  # the same centring texts as in-process
-
-        if self._centre is None:
-            states = self._token_states([self._embed_tokens(t) for t in _CENTRING_TEXTS])
-            self._centre = np.stack([st.mean(axis=0) for st in states]).mean(axis=0)
-        centred = raw - self._centre
-        norms = np.linalg.norm(centred, axis=1, keepdims=True)
-        return (centred / np.maximum(norms, 1e-9)).astype(np.float32)
+        if self._centre is None:  # the same centring texts as in-process
+            self._centre = text_means(self._token_states([self._embed_tokens(t) for t in CENTRING_TEXTS])).mean(axis=0)
+        return centred_units(raw, self._centre)
 
     def _token_states(self, seqs: list[list[int]]) -> list[np.ndarray]:
         """Per-token hidden states of each token list (``/embedding`` with ``--pooling none``)."""

@@ -12,25 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from rainlocal.engine.base import suffix_means
+from rainlocal.engine.base import CENTRING_TEXTS, EMBED_MAX, centred_units, suffix_means, text_means
 from rainlocal.errors import EngineError
 
-# Texts used once per model to centre raw pooled embeddings: raw cosine between unrelated texts is
-# ~0.8 on small models, which makes a 0.95 similarity threshold meaningless without centring.
-_CENTRING_TEXTS = (
-    "The weather today is sunny and warm.",
-    "I cannot help with that request.",
-    "Here is a recipe for chocolate cake.",
-    "Sure, here is how to do it step by step:",
-    "The capital of France is Paris.",
-    "Please be careful, this could be dangerous.",
-    "def add(a, b): return a + b",
-    "Thank you for your question!",
-    "He walked slowly down the empty street.",
-    "Numbers like 42 and 3.14 appear often.",
-    "I don't know the answer to that.",
-    "Violence is never the right solution.",
-)
 
 
 class Embedder:
@@ -47,8 +31,7 @@ class Embedder:
         centred by the mean embedding of fixed texts and normalised to unit length."""
         if not texts:
             return np.zeros((0, self._n_embd_model()), dtype=np.float32)
-        states = self._token_states([self._embed_tokens(t) for t in texts])
-        return self._unit(np.stack([st.mean(axis=0) for st in states]))
+        return self._unit(text_means(self._token_states([self._embed_tokens(t) for t in texts])))
 
     def embed_suffixes(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """One embedding per start: the mean hidden state of ``tokens[start:]``, all from ONE pass.
@@ -56,7 +39,7 @@ class Embedder:
         RAIN embeds, for every node on a search path, the text from that node's start through the
         rollout; those texts are suffixes of one another, so one decode serves them all (each
         suffix's states are read in the context of the path before it)."""
-        toks = list(tokens)[-self._EMBED_MAX:]
+        toks = list(tokens)[-EMBED_MAX:]
         cut = len(tokens) - len(toks)
         if not toks:
             raise ValueError("embed_suffixes needs at least one token")
@@ -91,10 +74,8 @@ class Embedder:
         self._last_path = (toks, new)
         return new
 
-    _EMBED_MAX = 512  # tokens per embedded text (texts are a node's set plus a rollout: short)
-
     def _embed_tokens(self, text: str) -> list[int]:
-        return self._eng.tokenize(text or " ")[: self._EMBED_MAX] or [self._eng.eos_token or 0]
+        return self._eng.tokenize(text or " ")[:EMBED_MAX] or [self._eng.eos_token or 0]
 
     def _n_embd_model(self) -> int:
         return int(self._eng._ll.llama_model_n_embd(self._eng.model))
@@ -103,9 +84,7 @@ class Embedder:
         """Centre by the mean embedding of fixed texts, then normalise rows to unit length."""
         if self._centre is None:
             self._centre = self._centre_vector()
-        centred = raw - self._centre
-        norms = np.linalg.norm(centred, axis=1, keepdims=True)
-        return (centred / np.maximum(norms, 1e-9)).astype(np.float32)
+        return centred_units(raw, self._centre)
 
     #: Bytes of logits one ``llama_decode`` call may produce. llama.cpp sizes the context's output
     #: buffer for the outputs of one call, logits included (n_vocab floats per token, even with
@@ -113,7 +92,7 @@ class Embedder:
     #: logits nobody reads. So texts are decoded in calls of at most ``step`` tokens (64 for SmolLM2's
     #: 49k vocabulary, 16 for gemma-3's 262k); the KV cache carries a text across calls.
     OUTPUT_BYTES = 16 << 20
-    #: The context's KV size: the longest text embedded (``_EMBED_MAX``) fits.
+    #: The context's KV size: the longest text embedded (``EMBED_MAX``) fits.
     CAP = 2048
 
     @property
@@ -125,12 +104,11 @@ class Embedder:
         """Mean pooled state of the centring texts, all decoded in ONE call of a short-lived context:
         texts that share a call get (slightly) other states than texts decoded alone, and the centre
         moves every embedding, so it is computed the one way it always was."""
-        seqs = [self._embed_tokens(t) for t in _CENTRING_TEXTS]
+        seqs = [self._embed_tokens(t) for t in CENTRING_TEXTS]
         total = sum(len(q) for q in seqs)
         if total * 4 * int(self._eng.n_vocab) > 2 * self.OUTPUT_BYTES:
             # a large vocabulary (gemma-3: 115 MB of logits for one call): the usual small calls
-            states_list = self._token_states(seqs)
-            return np.stack([st.mean(axis=0) for st in states_list]).mean(axis=0)
+            return text_means(self._token_states(seqs)).mean(axis=0)
         ctx, batch = self._new_context(total, len(seqs))
         try:
             entries = [(int(t), j, k) for k, seq in enumerate(seqs) for j, t in enumerate(seq)]
@@ -139,11 +117,8 @@ class Embedder:
         finally:
             self._eng._ll.llama_batch_free(batch)
             self._eng._ll.llama_free(ctx)
-        means, offset = [], 0
-        for seq in seqs:
-            means.append(states[offset : offset + len(seq)].mean(axis=0))
-            offset += len(seq)
-        return np.stack(means).mean(axis=0)
+        bounds = np.cumsum([len(seq) for seq in seqs])[:-1]
+        return text_means(np.split(states, bounds)).mean(axis=0)
 
     def _new_context(self, n_batch: int, n_seq: int):
         ll = self._eng._ll
