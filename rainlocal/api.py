@@ -101,14 +101,12 @@ class Model:
         """The ``GenerationSettings`` for ``answer``'s keyword arguments (RAIN constants checked as
         ``--set`` checks them: a bad value raises UsageError)."""
         from rainlocal.generate import GenerationSettings
-        from rainlocal.search.settings import DEFAULT_PROFILE, PROFILE_OBJECTIVE, PROFILES, SamplingSettings, RainSettings
+        from rainlocal.search.settings import DEFAULT_PROFILE, PROFILE_OBJECTIVE, SamplingSettings, profile_settings
 
         profile = profile or DEFAULT_PROFILE
-        if profile not in PROFILES:
-            raise UsageError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
         sampling = {k: values.pop(k) for k in SAMPLING_KEYS if k in values}
         try:
-            rain = RainSettings().with_overrides(PROFILES[profile]).with_overrides(values)
+            rain = profile_settings(profile).with_overrides(values)  # an unknown profile: ValueError
             samp = SamplingSettings(**{k: type(getattr(SamplingSettings(), k))(v) for k, v in sampling.items()})
         except (TypeError, ValueError) as e:
             raise UsageError(str(e)) from None
