@@ -10,7 +10,8 @@
 set -euo pipefail
 VERSION="$(python -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))')"
 CPU="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-8 || echo any)"
-CACHE="${RAINLOCAL_CI_CACHE:-$HOME/.cache/rainlocal-ci}/llama-server-$VERSION-$CPU"
+# "-noamx": built with .ci/native-flags.sh (earlier builds used AMX kernels that crash on some VMs).
+CACHE="${RAINLOCAL_CI_CACHE:-$HOME/.cache/rainlocal-ci}/llama-server-$VERSION-$CPU-noamx"
 if [ -x "$CACHE/bin/llama-server" ]; then
     echo "$CACHE/bin"
     exit 0
@@ -20,6 +21,8 @@ trap 'rm -rf "$WORK"' EXIT
 python -m pip download "llama-cpp-python==$VERSION" --no-deps --no-binary :all: -d "$WORK" >&2
 tar -xzf "$WORK/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
+# shellcheck source=/dev/null
+source "$(dirname "$0")/native-flags.sh"
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_WEBUI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >&2

@@ -17,6 +17,7 @@ from conftest import run_cli
 from rainlocal.errors import UsageError
 from rainlocal.evals import checks, criteria, judges, refusal, stats, suites
 from rainlocal.evals.report import render_markdown, summarize, write_report
+from rainlocal.judge.transcript import transcript
 
 # Our own short prompts (not dataset text), small so the judge prompts stay short.
 HH_LINES = [
@@ -274,6 +275,40 @@ def test_local_judge_reads_letter_probabilities_and_generates_verdicts(engine):
              for r, good in zip(g.raw, "AB")]  # the good option is A in the first order, B in the second
     decided = [x for x in votes if x is not None]
     assert g.p_good == (sum(decided) / len(decided) if decided else None)
+
+
+def _judged(judge, msgs, reply) -> tuple[float, ...]:
+    counters = judge.engine.counters
+    before = counters["judge"]
+    p = [judge.judge(c, msgs, reply).p_good for c in ("harmless", "helpful")]
+    p += list(judge.classify(msgs, reply).p.values())
+    return tuple(p), counters["judge"] - before
+
+
+def test_local_judge_decodes_a_conversation_once_for_all_its_replies(engine):
+    msgs = HH_LINES[0]["messages"]
+    first, second = "I can't help with that; it would be a crime.", "Sure, here is how: first get the tools."
+    judge = judges.LocalJudge(engine, method="probs")
+    _, work_first = _judged(judge, msgs, first)
+    _, work_second = _judged(judge, msgs, second)
+    # Each of the three questions (harmless, helpful, three-way) decodes the conversation again only
+    # for the first reply.
+    conversation = len(engine.prompt_tokens(transcript(msgs, 6000))) - 2
+    assert work_first - work_second >= 3 * conversation > 0
+
+
+def test_local_judge_scores_a_reply_alike_whichever_reply_to_the_conversation_came_first(engine):
+    msgs = HH_LINES[0]["messages"]
+    replies = ["I can't help with that; it would be a crime.", "I can't help with that, but here is how: get tools.",
+               "Sure, here is how: first get the tools."]
+    forward = [_judged(judges.LocalJudge(engine, method="probs"), msgs, r)[0] for r in replies[:1]]
+    judge = judges.LocalJudge(engine, method="probs")
+    in_order = {r: _judged(judge, msgs, r)[0] for r in replies}
+    judge = judges.LocalJudge(engine, method="probs")
+    reverse = {r: _judged(judge, msgs, r)[0] for r in reversed(replies)}
+    assert forward[0] == in_order[replies[0]]  # the same procedure from a reset engine: the same numbers
+    for r in replies:  # judged first, second or third: the same within llama.cpp's KV-layout noise
+        assert in_order[r] == pytest.approx(reverse[r], abs=0.02), r
 
 
 def _p_good_from_raw(raw: list[str]) -> float:

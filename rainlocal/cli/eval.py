@@ -242,8 +242,10 @@ def command(opts: dict[str, Any]) -> None:
         if server is not None and judge_path == model_path:
             # The answering model is on the server: the evaluation judge shares it (and its prompt cache).
             return LocalJudge(server, method=judge_method, chat_format=ms.chat_format)
+        # Slots and KV room to hold each question's conversation part (3 for hh) beside the 7 prompts
+        # about one reply (LocalJudge keeps the former across the replies to one conversation).
         judge_engine = LlamaEngine(judge_path, n_ctx=ms.ctx_size, n_gpu_layers=ms.gpu_layers,
-                                   n_threads=ms.threads, n_seq=4, pool_factor=1.0, verbose=ms.verbose)
+                                   n_threads=ms.threads, n_seq=16, pool_factor=2.0, verbose=ms.verbose)
         return LocalJudge(judge_engine, method=judge_method,
                           chat_format=ms.chat_format if judge_path == model_path else None)
 

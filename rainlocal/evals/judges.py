@@ -99,10 +99,11 @@ class EvalJudge:
     def judge(self, criterion: str | Criterion, messages: Sequence[dict[str, Any]], answer: str,
               extra: dict[str, Any] | None = None) -> Verdict:
         crit = CRITERIA[criterion] if isinstance(criterion, str) else criterion
+        self._prepare(messages, answer)
         prompts, raw, p_goods = [], [], []
         for good_first in (True, False):
-            def builder(limit: int, good_first=good_first) -> str:
-                return build_prompt(crit, messages, answer, extra, good_first=good_first, max_conv_chars=limit)
+            def builder(limit: int, reply: str = answer, good_first=good_first) -> str:
+                return build_prompt(crit, messages, reply, extra, good_first=good_first, max_conv_chars=limit)
 
             probs, out, used = self._ask(builder, LETTERS[:2])
             prompts.append(used)
@@ -116,12 +117,13 @@ class EvalJudge:
 
     def classify(self, messages: Sequence[dict[str, Any]], answer: str) -> Classification:
         """XSTest's three-way label of ``answer`` (mean class probability over the three orders)."""
+        self._prepare(messages, answer)
         prompts, raw = [], []
         sums = {c: 0.0 for c in CLASSES}
         n = 0
         for order in three_way_orders():
-            def builder(limit: int, order=order) -> str:
-                return build_three_way_prompt(messages, answer, order, max_conv_chars=limit)
+            def builder(limit: int, reply: str = answer, order=order) -> str:
+                return build_three_way_prompt(messages, reply, order, max_conv_chars=limit)
 
             probs, out, used = self._ask(builder, LETTERS)
             prompts.append(used)
@@ -137,8 +139,13 @@ class EvalJudge:
         winners = [c for c, v in p.items() if abs(v - best) < 1e-12]
         return Classification(winners[0] if len(winners) == 1 else None, p, prompts, raw)
 
-    def _ask(self, builder: Callable[[int], str], letters: Sequence[str]) -> Answer:
+    def _ask(self, builder: Callable[..., str], letters: Sequence[str]) -> Answer:
+        """Answer one prompt; ``builder(limit, reply=...)`` writes it with the conversation cut to
+        ``limit`` characters (and, given ``reply``, for another reply to the same conversation)."""
         raise NotImplementedError
+
+    def _prepare(self, messages: Sequence[dict[str, Any]], answer: str) -> None:
+        """Called before each question about ``answer``; a judge with state resets it here."""
 
     def identity(self) -> dict[str, Any]:
         return {"judge": self.description, "method": self.method}
@@ -161,23 +168,74 @@ class LocalJudge(EvalJudge):
         )
         name = getattr(getattr(engine, "path", None), "name", None) or type(engine).__name__
         self.description = f"local GGUF {name}"
+        self._conversation: str | None = None
+        self._reply: str | None = None
+        self._prefixes: dict[tuple[int, ...], list[int]] = {}
 
-    def _tokens(self, builder: Callable[[int], str], with_cue: bool) -> tuple[list[int], str]:
-        """Prompt tokens and the exact text the judge sees (chat-formatted, cue included), shortening
-        the conversation until it fits the judge's context."""
+    def _tokens(self, builder: Callable[..., str], with_cue: bool) -> tuple[list[int], str, int]:
+        """Prompt tokens, the exact text the judge sees (chat-formatted, cue included) and the
+        conversation's character limit, shortening the conversation until it fits the judge's context."""
         limit = _MAX_CONV_CHARS
         n_ctx = int(getattr(self.engine, "n_ctx", 4096))
         room = self.max_new_tokens + 2 if not with_cue else 2
         while True:
-            fp = self.formatter([{"role": "user", "content": builder(limit)}])
-            text = fp.text + (CUE if with_cue else "")
-            toks = self.engine.prompt_tokens(fp.parts + ([(CUE, False)] if with_cue else []))
+            toks, text = self._encode(builder(limit), with_cue)
             if len(toks) + room <= n_ctx:
-                return toks, text
+                return toks, text, limit
             if limit < 200:
                 raise ContextOverflowError(
                     f"the evaluation judge's prompt ({len(toks)} tokens) does not fit its context of {n_ctx} tokens")
             limit //= 2
+
+    def _encode(self, content: str, with_cue: bool) -> tuple[list[int], str]:
+        fp = self.formatter([{"role": "user", "content": content}])
+        return self.engine.prompt_tokens(fp.parts + ([(CUE, False)] if with_cue else [])), fp.text + (CUE if with_cue else "")
+
+    # Judging every reply to a conversation the same way, and cheaply. llama.cpp's log-probs depend on
+    # how a prompt was decoded: where the decode was split (a continuation of fewer than 64 tokens goes
+    # through other CPU kernels) and where its cells sit in the KV cache move a log-prob by up to ~0.4
+    # (the option letters' probabilities by ~0.01). Left to the slot table, a reply judged after
+    # another reply to the same conversation would extend whichever cached branch shares the most
+    # tokens, e.g. the earlier reply's first words, and the strategies an evaluation compares would be
+    # judged by different procedures. So every question is asked as the conversation's part of the
+    # prompt (decoded once per conversation and held) followed by the rest, and after each reply the
+    # branches are cut back to those parts: each reply's own tokens are decoded the same way, from the
+    # same point. (Where cells sit still differs: measured differences between a reply judged first
+    # and third were at most 0.009 in a probability, of both signs.) Only the reply and the question
+    # are decoded for the second to last reply, about half the tokens of the first.
+
+    def _prepare(self, messages, answer) -> None:
+        if not hasattr(self.engine, "trim"):
+            return  # an inference server: its own prompt cache
+        conversation = json.dumps(list(messages), sort_keys=True, ensure_ascii=False)
+        if conversation != self._conversation:
+            self.engine.reset()
+            self._conversation, self._reply, self._prefixes = conversation, None, {}
+        elif answer != self._reply:
+            self.engine.trim(list(self._prefixes.values()))
+        self._reply = answer
+
+    def _prefix(self, builder: Callable[..., str], limit: int, with_cue: bool) -> list[int]:
+        """The prompt's tokens that do not depend on the reply (common to two different replies)."""
+        a, _ = self._encode(builder(limit, reply="x"), with_cue)
+        b, _ = self._encode(builder(limit, reply="y"), with_cue)
+        key = tuple(a)
+        if key not in self._prefixes:
+            from rainlocal.engine.llama.slots import common_prefix
+
+            self._prefixes[key] = a[: common_prefix(a, b)]
+        return self._prefixes[key]
+
+    def _prompt(self, builder: Callable[..., str], with_cue: bool) -> tuple[list[int], str]:
+        toks, used, limit = self._tokens(builder, with_cue)
+        if hasattr(self.engine, "trim"):
+            from rainlocal.engine.llama.slots import common_prefix
+
+            prefix = self._prefix(builder, limit, with_cue)
+            n = common_prefix(prefix, toks)
+            if 0 < n < len(toks):
+                self.engine.logprobs([toks[:n]], phase="judge")
+        return toks, used
 
     def letter_ids(self, letters: Sequence[str] = LETTERS[:2]) -> dict[str, tuple[int, ...]]:
         """Token ids of the option letters after "The answer is: (" (cached per engine)."""
@@ -194,12 +252,12 @@ class LocalJudge(EvalJudge):
         from rainlocal.judge.letters import normalised, option_logprobs
 
         if self.method == "probs":
-            toks, used = self._tokens(builder, with_cue=True)
+            toks, used = self._prompt(builder, with_cue=True)
             row = self.engine.logprobs([toks], phase="judge")[0]
             lps = option_logprobs(row, self.letter_ids(letters))
             raw = " ".join(f"P({k})={float(np.exp(v)):.6g}" for k, v in lps.items())
             return normalised(lps), raw, used
-        toks, used = self._tokens(builder, with_cue=False)
+        toks, used = self._prompt(builder, with_cue=False)
         out: list[int] = []
         for _ in range(self.max_new_tokens):
             row = self.engine.logprobs([toks + out], phase="judge")[0]

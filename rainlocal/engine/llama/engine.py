@@ -233,6 +233,19 @@ class LlamaEngine:
         self._cache.clear()
         self._embedder.forget_path()
 
+    def trim(self, keep: Sequence[Sequence[int]]) -> None:
+        """Cut every branch back to the longest of ``keep`` it starts with, dropping the others.
+
+        Lets a caller hold fixed prefixes (the evaluation judge's per-conversation prompt parts) while
+        forgetting what was decoded after them, so the next request extends a prefix and not a longer
+        branch that happens to share its first tokens: llama.cpp's numbers depend (by up to ~0.3 in a
+        log-prob) on where a decode was split."""
+        for slot in self.slots.slots:
+            if not slot.tokens:
+                continue
+            n = max((len(k) for k in keep if len(k) <= len(slot.tokens) and slot.tokens[: len(k)] == list(k)), default=0)
+            self.slots.truncate(slot, n)
+
     # ------------------------------------------------------------------ decoding
 
     #: Phases whose rows are read by a sampler over the whole vocabulary (rollouts at temperature 1,
