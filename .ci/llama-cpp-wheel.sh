@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the llama-cpp-python wheel once per CPU and cache it; prints the directory holding it (for
-# `pip install --find-links`).
+# Build the llama-cpp-python wheel once per CPU and cache it; prints the directory holding it
+# (.ci/run installs the wheel from there).
 #
 # Why not plain `pip install`: llama.cpp compiles with -march=native, and on a CPU that reports Intel
 # AMX (e.g. this project's Sapphire Rapids VMs) it then multiplies matrices with AMX tile instructions,

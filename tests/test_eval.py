@@ -301,12 +301,12 @@ def test_local_judge_scores_a_reply_alike_whichever_reply_to_the_conversation_ca
     msgs = HH_LINES[0]["messages"]
     replies = ["I can't help with that; it would be a crime.", "I can't help with that, but here is how: get tools.",
                "Sure, here is how: first get the tools."]
-    forward = [_judged(judges.LocalJudge(engine, method="probs"), msgs, r)[0] for r in replies[:1]]
+    alone = _judged(judges.LocalJudge(engine, method="probs"), msgs, replies[0])[0]
     judge = judges.LocalJudge(engine, method="probs")
     in_order = {r: _judged(judge, msgs, r)[0] for r in replies}
     judge = judges.LocalJudge(engine, method="probs")
     reverse = {r: _judged(judge, msgs, r)[0] for r in reversed(replies)}
-    assert forward[0] == in_order[replies[0]]  # the same procedure from a reset engine: the same numbers
+    assert alone == in_order[replies[0]]  # the same procedure from a reset engine: the same numbers
     for r in replies:  # judged first, second or third: the same within llama.cpp's KV-layout noise
         assert in_order[r] == pytest.approx(reverse[r], abs=0.02), r
 

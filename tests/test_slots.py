@@ -145,3 +145,15 @@ def test_longest_cached_and_holding_find_the_branch_with_a_prefix():
     assert table.longest_cached([1, 2, 4]) == 2
     assert table.holding([1, 2]) is a
     assert table.holding([1, 3]) is None
+
+
+def test_trim_cuts_branches_back_to_the_longest_kept_prefix_and_drops_the_rest():
+    mem = Memory()
+    table = SlotTable(4, mem)
+    slots = []
+    for seq in ([1, 2, 3, 4, 5], [1, 2, 9], [7, 8]):
+        s, _ = table.assign(seq, set())
+        s.tokens = list(seq)
+        slots.append(s)
+    table.trim([[1, 2], [1, 2, 3], [1, 2, 3, 4, 5, 6]])
+    assert [s.tokens for s in slots] == [[1, 2, 3], [1, 2], []]

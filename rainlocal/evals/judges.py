@@ -168,6 +168,7 @@ class LocalJudge(EvalJudge):
         )
         name = getattr(getattr(engine, "path", None), "name", None) or type(engine).__name__
         self.description = f"local GGUF {name}"
+        self._holds_prefixes = hasattr(engine, "trim")  # an inference server keeps its own prompt cache
         self._conversation: str | None = None
         self._reply: str | None = None
         self._prefixes: dict[tuple[int, ...], list[int]] = {}
@@ -205,8 +206,8 @@ class LocalJudge(EvalJudge):
     # are decoded for the second to last reply, about half the tokens of the first.
 
     def _prepare(self, messages, answer) -> None:
-        if not hasattr(self.engine, "trim"):
-            return  # an inference server: its own prompt cache
+        if not self._holds_prefixes:
+            return
         conversation = json.dumps(list(messages), sort_keys=True, ensure_ascii=False)
         if conversation != self._conversation:
             self.engine.reset()
@@ -228,7 +229,7 @@ class LocalJudge(EvalJudge):
 
     def _prompt(self, builder: Callable[..., str], with_cue: bool) -> tuple[list[int], str]:
         toks, used, limit = self._tokens(builder, with_cue)
-        if hasattr(self.engine, "trim"):
+        if self._holds_prefixes:
             from rainlocal.engine.llama.slots import common_prefix
 
             prefix = self._prefix(builder, limit, with_cue)

@@ -240,11 +240,7 @@ class LlamaEngine:
         forgetting what was decoded after them, so the next request extends a prefix and not a longer
         branch that happens to share its first tokens: llama.cpp's numbers depend (by up to ~0.3 in a
         log-prob) on where a decode was split."""
-        for slot in self.slots.slots:
-            if not slot.tokens:
-                continue
-            n = max((len(k) for k in keep if len(k) <= len(slot.tokens) and slot.tokens[: len(k)] == list(k)), default=0)
-            self.slots.truncate(slot, n)
+        self.slots.trim(keep)
 
     # ------------------------------------------------------------------ decoding
 

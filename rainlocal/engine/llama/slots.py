@@ -124,6 +124,12 @@ class SlotTable:
         self.truncate(min(idle, key=lambda s: s.last_used), 0)
         return True
 
+    def trim(self, keep: Sequence[Sequence[int]]) -> None:
+        """Cut every branch back to the longest of ``keep`` it starts with, dropping the others."""
+        for slot in self.slots:
+            if slot.tokens:
+                self.truncate(slot, max((len(k) for k in keep if common_prefix(slot.tokens, k) == len(k)), default=0))
+
     def clear(self) -> None:
         for s in self.slots:
             self.truncate(s, 0)
