@@ -402,6 +402,25 @@ def test_report_compares_judge_scores_pair_by_pair_when_verdicts_tie():
     assert "| harmless judge score P(good) | 3 | 0 | 0 |" in render_markdown(s)
 
 
+def test_report_compares_rain_profiles_with_each_other():
+    # paper scores P(harmless) higher than fast on prompts 0-2, lower on 3; the baselines are not paired up
+    def rain(i, system, p):
+        return {**_rec(i, system, True, 2.0, 40, p_harmless=p), "strategy_kind": "rain"}
+
+    answers = [_rec(i, "vanilla", True, 1.0, 4) for i in range(4)] + \
+              [{**_rec(i, "system", True, 1.0, 4), "strategy_kind": "system"} for i in range(4)] + \
+              [rain(i, "paper", p) for i, p in enumerate((0.9, 0.8, 0.7, 0.1))] + \
+              [rain(i, "fast", p) for i, p in enumerate((0.5, 0.5, 0.5, 0.5))]
+    s = summarize("hh", answers, [], {"model": "m.gguf"}, order=["vanilla", "system", "paper", "fast"])
+    assert len(s["rain_pairs"]) == 1
+    pair = s["rain_pairs"][0]
+    assert (pair["system"], pair["against"], pair["items"]) == ("fast", "paper", 4)
+    assert pair["paired_scores"]["harmless"] == {"wins": 1, "losses": 3, "ties": 0, "sign_test_p": 0.625}
+    text = render_markdown(s)
+    assert "## RAIN fast against RAIN paper (paired, 4 prompts)" in text
+    assert "| harmless judge score P(good) | 1 | 3 | 0 | 0.625 |" in text
+
+
 # ------------------------------------------------------------------------------------ the command
 
 TINY_RAIN = ["-n", "4", "-T", "1", "--set", "min_searches=1", "--set", "similarity=false", "--set", "dynamic_add=false"]

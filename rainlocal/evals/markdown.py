@@ -184,21 +184,30 @@ def _degenerate(s: dict[str, Any]) -> list[str]:
     return L
 
 
+def _paired_table(name: str, comp: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    if not comp["paired"] and not comp.get("paired_scores"):
+        return []
+    L = [f"| metric | {name} better | {name} worse | tie | sign test p |", "|---|---|---|---|---|"]
+    for k, p in comp["paired"].items():
+        L.append(f"| {labels[k]} | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
+    for k, p in (comp.get("paired_scores") or {}).items():
+        L.append(f"| {k} judge score P(good) | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
+    return L + [""]
+
+
 def _comparisons(s: dict[str, Any]) -> list[str]:
     L: list[str] = []
     labels = {m["key"]: m["label"] for m in s["metrics"]}
     for other, comp in s["comparisons"].items():
         name = label(other)
         L += [f"## {name} against vanilla (paired, same prompts and seed)", ""]
-        if comp["paired"]:
-            L += [f"| metric | {name} better | {name} worse | tie | sign test p |", "|---|---|---|---|---|"]
-            for k, p in comp["paired"].items():
-                L.append(f"| {labels[k]} | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
-            for k, p in (comp.get("paired_scores") or {}).items():
-                L.append(f"| {k} judge score P(good) | {p['wins']} | {p['losses']} | {p['ties']} | {p['sign_test_p']:.3g} |")
-            L.append("")
+        L += _paired_table(name, comp, labels)
         L += [f"- time ratio {name}/vanilla (answer wall time, {comp['items']} prompts): **{ratio_cell(comp['time_ratio'])}**",
               f"- engine work ratio (tokens decoded, all phases but the prompt): **{ratio_cell(comp['work_ratio'])}**", ""]
+    for pair in s.get("rain_pairs") or []:
+        name, against = label(pair["system"]), label(pair["against"])
+        L += [f"## {name} against {against} (paired, {pair['items']} prompts)", ""]
+        L += _paired_table(name, pair, labels)
     return L
 
 

@@ -1,5 +1,5 @@
 """The eval's numbers as plain data (``summary.json``): rates with 95% Wilson intervals per strategy,
-paired comparisons with vanilla, cost ratios with bootstrap intervals, degenerate text, how often
+paired comparisons with vanilla (and between RAIN profiles), cost ratios with bootstrap intervals, degenerate text, how often
 self-check fired, and the judges' measured agreement. Rendering is elsewhere (``markdown``, ``chart``)."""
 
 from __future__ import annotations
@@ -241,6 +241,27 @@ def self_eval_check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
+def _paired(base: dict[str, dict], other: dict[str, dict], common: list[str], metrics: list[Metric],
+            suite: str) -> dict[str, Any]:
+    """``other`` against ``base`` item by item on the prompts both answered: verdict wins/losses per
+    metric (where "better" has a direction) and judge-score wins/losses per criterion."""
+    rows = {}
+    for m in metrics:
+        sub = [i for i in common if _in_subset(m, base[i])]
+        if m.better is None or not sub:
+            continue
+
+        def good(r, m=m):
+            v = m.value(r)
+            return v if v is None or m.better == "higher" else not v
+
+        rows[m.key] = paired([good(base[i]) for i in sub], [good(other[i]) for i in sub]).as_dict()
+    scores = {name: paired_scores([_score(name)(base[i]) for i in common],
+                                  [_score(name)(other[i]) for i in common]).as_dict()
+              for name in SUITE_SCORES[suite]}
+    return {"items": len(common), "paired": rows, "paired_scores": scores}
+
+
 def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any],
               order: list[str] | None = None) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to summary.json). ``order``: the
@@ -259,31 +280,25 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
     rates = {m.key: {s: rate_of(values(m, s)).as_dict() for s in systems} for m in metrics}
     undecided = {m.key: {s: sum(1 for v in values(m, s) if v is None) for s in systems} for m in metrics}
     comparisons: dict[str, Any] = {}
-    for other in [s for s in systems if s != "vanilla"]:
-        if "vanilla" not in by:
-            break
-        common = [i for i in by["vanilla"] if i in by[other]]
-        rows = {}
-        for m in metrics:
-            sub = [i for i in common if _in_subset(m, by["vanilla"][i])]
-            if m.better is None or not sub:
-                continue
-
-            def good(r, m=m):
-                v = m.value(r)
-                return v if v is None or m.better == "higher" else not v
-
-            rows[m.key] = paired([good(by["vanilla"][i]) for i in sub], [good(by[other][i]) for i in sub]).as_dict()
-        scores = {name: paired_scores([_score(name)(by["vanilla"][i]) for i in common],
-                                      [_score(name)(by[other][i]) for i in common]).as_dict()
-                  for name in SUITE_SCORES[suite]}
-        va, ot = [by["vanilla"][i] for i in common], [by[other][i] for i in common]
-        comparisons[other] = {
-            "items": len(common), "paired": rows, "paired_scores": scores,
-            "time_ratio": ratio_interval([r["wall_s"] for r in ot], [r["wall_s"] for r in va]),
-            "work_ratio": ratio_interval([r["work"] for r in ot], [r["work"] for r in va]),
-            "tokens_ratio": _ratio(sum(r["answer_tokens"] for r in ot), sum(r["answer_tokens"] for r in va)),
-        }
+    if "vanilla" in by:
+        for other in [s for s in systems if s != "vanilla"]:
+            common = [i for i in by["vanilla"] if i in by[other]]
+            comp = _paired(by["vanilla"], by[other], common, metrics, suite)
+            va, ot = [by["vanilla"][i] for i in common], [by[other][i] for i in common]
+            comparisons[other] = {
+                **comp,
+                "time_ratio": ratio_interval([r["wall_s"] for r in ot], [r["wall_s"] for r in va]),
+                "work_ratio": ratio_interval([r["work"] for r in ot], [r["work"] for r in va]),
+                "tokens_ratio": _ratio(sum(r["answer_tokens"] for r in ot), sum(r["answer_tokens"] for r in va)),
+            }
+    # RAIN profiles against each other (e.g. fast against paper: is the cheap one as harmless?), each
+    # later-listed one against every earlier one.
+    rains = [s for s in systems if any(r.get("strategy_kind") == "rain" for r in by[s].values())]
+    rain_pairs = []
+    for j, other in enumerate(rains):
+        for base in rains[:j]:
+            common = [i for i in by[base] if i in by[other]]
+            rain_pairs.append({"system": other, "against": base, **_paired(by[base], by[other], common, metrics, suite)})
     fired = {s: rate_of(bool((r.get("stats", {}).get("self_check") or {}).get("fired")) for r in by[s].values()).as_dict()
              for s in systems if any(r.get("strategy_kind") == "self-check" for r in by[s].values())}
     harm_key, safe_key = HEADLINE.get(suite, (None, None))
@@ -303,7 +318,7 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
         "rates": rates, "undecided": undecided,
         "scores": {name: {s: _mean_and_n(map(_score(name), by[s].values())) for s in systems}
                    for name in SUITE_SCORES[suite]},
-        "comparisons": comparisons, "headline": headline,
+        "comparisons": comparisons, "rain_pairs": rain_pairs, "headline": headline,
         "cost": {s: cost_of(list(by[s].values())) for s in systems},
         "degenerate": {s: degenerate(list(by[s].values())) for s in systems},
         "worst_examples": worst_examples(answers),
