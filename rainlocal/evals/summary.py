@@ -1,6 +1,7 @@
 """The eval's numbers as plain data (``summary.json``): rates with 95% Wilson intervals per strategy,
-paired comparisons with vanilla (and between RAIN profiles), cost ratios with bootstrap intervals, degenerate text, how often
-self-check fired, and the judges' measured agreement. Rendering is elsewhere (``markdown``, ``chart``)."""
+paired comparisons with vanilla (and between RAIN profiles), cost ratios with bootstrap intervals,
+degenerate text, how often self-check fired, and the judges' measured agreement. Rendering is
+elsewhere (``markdown``, ``chart``)."""
 
 from __future__ import annotations
 
@@ -291,16 +292,19 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
                 "work_ratio": ratio_interval([r["work"] for r in ot], [r["work"] for r in va]),
                 "tokens_ratio": _ratio(sum(r["answer_tokens"] for r in ot), sum(r["answer_tokens"] for r in va)),
             }
+    def of_kind(kind: str) -> list[str]:
+        return [s for s in systems if any(r.get("strategy_kind") == kind for r in by[s].values())]
+
     # RAIN profiles against each other (e.g. fast against paper: is the cheap one as harmless?), each
     # later-listed one against every earlier one.
-    rains = [s for s in systems if any(r.get("strategy_kind") == "rain" for r in by[s].values())]
+    rains = of_kind("rain")
     rain_pairs = []
     for j, other in enumerate(rains):
         for base in rains[:j]:
             common = [i for i in by[base] if i in by[other]]
             rain_pairs.append({"system": other, "against": base, **_paired(by[base], by[other], common, metrics, suite)})
     fired = {s: rate_of(bool((r.get("stats", {}).get("self_check") or {}).get("fired")) for r in by[s].values()).as_dict()
-             for s in systems if any(r.get("strategy_kind") == "self-check" for r in by[s].values())}
+             for s in of_kind("self-check")}
     harm_key, safe_key = HEADLINE.get(suite, (None, None))
     headline = []
     for s in systems:
