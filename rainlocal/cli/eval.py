@@ -154,6 +154,10 @@ def command(opts: dict[str, Any]) -> None:
     if opts["judge_api_key_env"] and not opts["judge_url"]:
         raise UsageError("--judge-api-key-env needs --judge-url")
     worker = _parse_worker(opts["worker"])
+    if worker is not None:  # a worker of --jobs ends when its parent eval is killed, even with SIGKILL
+        from rainlocal.cli.eval_jobs import stop_with_parent
+
+        stop_with_parent()
     if opts.get("profile") is None:
         opts["profile"] = SUITE_PROFILE[suite]
     ms, gen, system = resolve_settings(opts)

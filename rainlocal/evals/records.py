@@ -3,17 +3,23 @@
 Several worker processes (``eval --jobs N``) append to the same file, so every record is written
 with one ``write`` on a descriptor opened with ``O_APPEND`` under an exclusive ``flock``: lines
 never interleave, and a process killed mid-write leaves at most one torn last line, which the
-reader cuts off.
+reader cuts off. The reader cuts off everything after a torn line too, so a worker that ends itself
+from another thread (``os._exit`` in ``rainlocal.cli.eval_jobs``) first takes ``WRITING``: it never
+leaves a torn line that other workers would append after.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from rainlocal.jsonl import read_log
+
+#: Held while this process writes a record: whoever ends the process with ``os._exit`` takes it first.
+WRITING = threading.Lock()
 
 
 def read_records(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
@@ -32,10 +38,11 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - Windows: O_APPEND alone
             pass
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
+        with WRITING:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the lock
