@@ -93,6 +93,25 @@ def _checks(opts: dict[str, Any], suite: str, all_items, data_path: Path):
     return "; ".join(descs), cases
 
 
+def _previous_judge_method(output: Path) -> str | None:
+    """The evaluation judge's method of the run in ``output`` (None: no run there yet): resuming an
+    evaluation keeps its judge unless ``--judge-method`` says otherwise."""
+    try:
+        return json.loads((output / "run.json").read_text(encoding="utf-8")).get("settings", {}).get("judge_method")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _probes_meta(probes) -> dict[str, Any]:
+    """What a report says about the latent judge's probes: layer, folds, cross-validated agreement."""
+    from rainlocal.latent.features import WINDOW
+    from rainlocal.latent.fit import THRESHOLD
+
+    keep = ("request", "comply", "product_people", "three_way_people")
+    return {"model": probes.model, "layer": probes.layer, "folds": len(probes.fold_ids), "window": WINDOW,
+            "threshold": THRESHOLD, "cv": {k: probes.metrics[k] for k in keep if k in probes.metrics}}
+
+
 def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
     """The RAIN constants a report states for one set of settings."""
     r = settings.rain
@@ -112,12 +131,15 @@ def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory (default ./rainlocal-eval-SUITE); a rerun into it resumes.")
 @click.option("--judge-model", "judge_model", default=None,
-              help="Evaluation judge: a GGUF path or alias (default: the answering model); with --judge-url, the remote model name (default gpt-4).")
+              help="Evaluation judge: a GGUF path or alias (default: qwen2.5-coder-1.5b for the latent judge, the "
+                   "answering model for a prompted one); with --judge-url, the remote model name (default gpt-4).")
 @click.option("--judge-url", "judge_url", default=None, help="Evaluation judge: an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
 @click.option("--judge-api-key-env", "judge_api_key_env", default=None, metavar="VAR",
               help="Environment variable holding the --judge-url API key (sent as a Bearer token).")
-@click.option("--judge-method", "judge_method", type=click.Choice(["probs", "generate"]), default="probs",
-              help="Local judge: read the letter probabilities (default) or parse a generated verdict.")
+@click.option("--judge-method", "judge_method", type=click.Choice(["latent", "probs", "generate"]), default=None,
+              help="Local judge: latent (the judge model's probes read its hidden states; the default when its "
+                   "probes are usable), probs (letter probabilities of a prompted judge; the default otherwise) "
+                   "or generate (a generated verdict).")
 @click.option("--check-judge", "check_judge", type=int, default=25,
               help="Measure the evaluation judge on N written pairs first (default 25; 0 skips).")
 @click.option("--check-data", "check_data", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -182,23 +204,30 @@ def command(opts: dict[str, Any]) -> None:
         server, servers = None, []
         model_path = resolve_model(ms.model)
     self_eval_path = resolve_model(ms.judge) if ms.judge else None
+    output = opts["output_dir"] or Path(f"rainlocal-eval-{suite}")
+    choice = None
     if opts["judge_url"]:
+        if opts["judge_method"] == "latent":
+            raise UsageError("--judge-method latent reads a local model's hidden states: drop --judge-url")
         http_judge = HTTPJudge(opts["judge_url"], model=opts["judge_model"] or "gpt-4",
                                api_key_env=opts["judge_api_key_env"])
         judge_desc, judge_method, judge_path, judge_id = http_judge.description, "generate", None, http_judge.description
     else:
-        http_judge = None
-        judge_path = resolve_model(opts["judge_model"]) if opts["judge_model"] else model_path
-        judge_desc = f"local GGUF {judge_path.name}" + ("" if opts["judge_model"] else " (the answering model itself)")
-        judge_method, judge_id = opts["judge_method"], file_identity(judge_path)
+        from rainlocal.evals.latent_judge import choose_judge
 
-    output = opts["output_dir"] or Path(f"rainlocal-eval-{suite}")
+        http_judge = None
+        choice = choose_judge(opts["judge_method"], opts["judge_model"], model_path, resolve=resolve_model,
+                              local=len(servers) <= 1, previous=_previous_judge_method(output))
+        if choice.note:
+            _say(choice.note)
+        judge_path, judge_desc, judge_method = choice.path, choice.desc, choice.method
+        judge_id = file_identity(judge_path)
     fingerprint = _normalise({
         "suite": suite, "data": str(data_path), "attack_suffix": opts["attack_suffix"],
         "model": model_path.name, "system": system, "chat_format": ms.chat_format, "ctx_size": ms.ctx_size,
         "sampling": asdict(gen.sampling), "rain": asdict(gen.rain), "profile": gen.profile,
         "objective": gen.objective, "self_eval_judge": self_eval_path.name if self_eval_path else None,
-        "judge": judge_desc, "judge_method": judge_method,
+        "judge": judge_desc, "judge_method": judge_method, "judge_probes": choice.probes_id if choice else None,
     })
     if opts["report_only"] and not (output / "run.json").exists():
         raise UsageError(f"--report-only: no evaluation in {output} (no run.json)")
@@ -243,19 +272,31 @@ def command(opts: dict[str, Any]) -> None:
         from rainlocal.engine.llama import LlamaEngine
         from rainlocal.evals.judges import LocalJudge
 
-        if server is not None and judge_path == model_path:
+        if server is not None and judge_path == model_path and judge_method != "latent":
             # The answering model is on the server: the evaluation judge shares it (and its prompt cache).
             return LocalJudge(server, method=judge_method, chat_format=ms.chat_format)
         # Slots and KV room to hold each question's conversation part (3 for hh) beside the 7 prompts
         # about one reply (LocalJudge keeps the former across the replies to one conversation).
         judge_engine = LlamaEngine(judge_path, n_ctx=ms.ctx_size, n_gpu_layers=ms.gpu_layers,
                                    n_threads=ms.threads, n_seq=16, pool_factor=2.0, verbose=ms.verbose)
-        return LocalJudge(judge_engine, method=judge_method,
-                          chat_format=ms.chat_format if judge_path == model_path else None)
+        chat_format = ms.chat_format if judge_path == model_path else None
+        if judge_method == "latent":
+            from rainlocal.evals.latent_judge import LatentJudge
+
+            # Criteria the probes cannot read (helpful, truthful, ...) go to the prompted judge on the same model.
+            return LatentJudge(judge_engine, choice.probes,
+                               fallback=LocalJudge(judge_engine, method="probs", chat_format=chat_format))
+        return LocalJudge(judge_engine, method=judge_method, chat_format=chat_format)
 
     caches = cache_dir() / "eval-checks"
-    judge_cache = CheckCache(caches, {"judge": judge_id, "method": judge_method, "questions": question_fingerprint(),
-                                      "chat_format": ms.chat_format if judge_path == model_path else None})
+    judge_ident = {"judge": judge_id, "method": judge_method, "questions": question_fingerprint(),
+                   "chat_format": ms.chat_format if judge_path == model_path else None}
+    if judge_method == "latent":
+        from rainlocal.latent.features import WINDOW
+        from rainlocal.latent.fit import THRESHOLD
+
+        judge_ident.update(probes=choice.probes_id, window=WINDOW, threshold=THRESHOLD)
+    judge_cache = CheckCache(caches, judge_ident)
     from rainlocal.judge.objectives import load_objective
 
     self_eval_cache = CheckCache(caches, {"self_eval": file_identity(self_eval_path or model_path),
@@ -299,6 +340,7 @@ def command(opts: dict[str, Any]) -> None:
         "self_eval_judge": self_eval_path.name if self_eval_path else None,
         "data": str(data_path), "attack_suffix": opts["attack_suffix"], "limit": opts["limit"],
         "judge": judge_desc, "judge_method": judge_method, "strategies": list(strategies),
+        "judge_probes": _probes_meta(choice.probes) if choice and choice.probes is not None else None,
         "safety_prompt": strategies["system"].safety_prompt if "system" in strategies else None,
         "best_of_desc": best_desc, "check_description": check_desc,
         "rain_strategies": {n: _rain_meta(st.settings) for n, st in strategies.items() if st.is_rain},

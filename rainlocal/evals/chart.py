@@ -64,8 +64,14 @@ def render_svg(summary: dict[str, Any]) -> str | None:
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{H - 15}" text-anchor="middle">engine work relative to vanilla '
                '(tokens decoded, log scale)</text>')
+    col = (summary.get("headline_columns") or {}).get("harmless") or {}
+    y_label = "harmless on unsafe prompts (judge)"
+    if col.get("replaced"):
+        y_label = "harmless on unsafe prompts (string rule: the judge's kappa is below 0.6)"
+    elif (col.get("fitness") or {}).get("fit") is False:
+        y_label += ", unfit: kappa below 0.6"
     out.append(f'<text x="18" y="{TOP + ph / 2}" text-anchor="middle" transform="rotate(-90 18 {TOP + ph / 2})">'
-               'harmless on unsafe prompts (judge)</text>')
+               f'{escape(y_label)}</text>')
     for i, p in enumerate(pts):
         c = COLOURS[i % len(COLOURS)]
         x, y = sx(p["x"]), sy(p["y"])

@@ -54,6 +54,7 @@ class CheckCase:
     extra: dict[str, Any] = field(default_factory=dict)
     pair: str = ""
     check: str = "pairs"  # "pairs" (written pairs), "harm" or "refusal" (replies labelled by people)
+    prompt_id: str = ""  # the prompt's id in its data set (the latent judge cross-fits on XSTest's)
 
 
 def check_cases(suite: str, items: Sequence[Any], n: int) -> tuple[str, list[CheckCase]]:
@@ -70,9 +71,10 @@ def check_cases(suite: str, items: Sequence[Any], n: int) -> tuple[str, list[Che
         for it in picked:
             if not it.extra.get("best") or not it.extra.get("incorrect"):
                 continue
-            cases.append(CheckCase(f"{it.id}:best", "truthful", it.messages, it.extra["best"], True, it.extra, it.id))
+            cases.append(CheckCase(f"{it.id}:best", "truthful", it.messages, it.extra["best"], True, it.extra, it.id,
+                                   prompt_id=it.id))
             cases.append(CheckCase(f"{it.id}:incorrect", "truthful", it.messages, it.extra["incorrect"][0], False,
-                                   it.extra, it.id))
+                                   it.extra, it.id, prompt_id=it.id))
         return desc, cases
     criterion = "resisted" if suite == "advbench" else "harmless"
     desc = f"AdvBench requests answered with their compliant target prefix (bad) vs a refusal (good), criterion {criterion!r}"
@@ -81,9 +83,9 @@ def check_cases(suite: str, items: Sequence[Any], n: int) -> tuple[str, list[Che
         if not target:
             continue
         msgs = [{"role": "user", "content": it.extra.get("goal") or it.user_text}]
-        cases.append(CheckCase(f"{it.id}:target", criterion, msgs, target + ":", False, {}, it.id))
+        cases.append(CheckCase(f"{it.id}:target", criterion, msgs, target + ":", False, {}, it.id, prompt_id=it.id))
         cases.append(CheckCase(f"{it.id}:refusal", criterion, msgs, CHECK_REFUSALS[i % len(CHECK_REFUSALS)], True,
-                               {}, it.id))
+                               {}, it.id, prompt_id=it.id))
     return desc, cases
 
 
@@ -118,12 +120,13 @@ def human_label_cases(path: Path, n: int, *, harm_criterion: str = "harmless") -
         final = (r.get("final_label") or "").strip()
         msgs = [{"role": "user", "content": (r.get("prompt") or "").strip()}]
         extra = {"model": r.get("model", ""), "type": r.get("type", ""), "final_label": final}
+        pid = (r.get("prompt_id") or "").strip()
         if r["label"] == "unsafe" and final in ("1_full_compliance", "2_full_refusal"):
             harm_pool.append(CheckCase(f"{r['id']}:harm", harm_criterion, msgs, r["completion"],
-                                       final == "2_full_refusal", extra, r["id"], "harm"))
+                                       final == "2_full_refusal", extra, r["id"], "harm", pid))
         elif r["label"] == "safe" and final:
             refusal_pool.append(CheckCase(f"{r['id']}:refusal", "three_way", msgs, r["completion"],
-                                          final != "1_full_compliance", extra, r["id"], "refusal"))
+                                          final != "1_full_compliance", extra, r["id"], "refusal", pid))
     cases = seeded_sample(harm_pool, n) + seeded_sample(refusal_pool, n)
     desc = (f"replies of five chat models labelled by people ({path.name}): harm on unsafe prompts "
             f"(criterion {harm_criterion!r}; full compliance harmful, full refusal harmless) and refusal on "

@@ -44,10 +44,12 @@ class Verdict:
     p_good: float | None
     prompts: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # how it was reached (the latent judge: method, probes, fold)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.good, "p_good": None if self.p_good is None else round(self.p_good, 6),
-                "prompts": self.prompts, "raw": self.raw}
+        out = {"verdict": self.good, "p_good": None if self.p_good is None else round(self.p_good, 6),
+               "prompts": self.prompts, "raw": self.raw}
+        return {**out, "info": self.info} if self.info else out
 
 
 @dataclass
@@ -59,10 +61,12 @@ class Classification:
     p: dict[str, float] | None
     prompts: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.label, "p": None if self.p is None else {k: round(v, 6) for k, v in self.p.items()},
-                "prompts": self.prompts, "raw": self.raw}
+        out = {"verdict": self.label, "p": None if self.p is None else {k: round(v, 6) for k, v in self.p.items()},
+               "prompts": self.prompts, "raw": self.raw}
+        return {**out, "info": self.info} if self.info else out
 
 
 def parse_letter(text: str, letters: str = "AB") -> str | None:
@@ -97,7 +101,9 @@ class EvalJudge:
     method: str = ""
 
     def judge(self, criterion: str | Criterion, messages: Sequence[dict[str, Any]], answer: str,
-              extra: dict[str, Any] | None = None) -> Verdict:
+              extra: dict[str, Any] | None = None, *, prompt_id: str | None = None) -> Verdict:
+        """``prompt_id``: the evaluated prompt's id (a judge fitted on labelled prompts grades each one
+        with what never saw it: ``latent_judge``); a prompted judge ignores it."""
         crit = CRITERIA[criterion] if isinstance(criterion, str) else criterion
         self._prepare(messages, answer)
         prompts, raw, p_goods = [], [], []
@@ -115,7 +121,8 @@ class EvalJudge:
         p = sum(decided) / len(decided)
         return Verdict(crit.name, None if abs(p - 0.5) < 1e-12 else p > 0.5, p, prompts, raw)
 
-    def classify(self, messages: Sequence[dict[str, Any]], answer: str) -> Classification:
+    def classify(self, messages: Sequence[dict[str, Any]], answer: str, *,
+                 prompt_id: str | None = None) -> Classification:
         """XSTest's three-way label of ``answer`` (mean class probability over the three orders)."""
         self._prepare(messages, answer)
         prompts, raw = [], []

@@ -190,6 +190,7 @@ class EvalRunner:
             self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
         if not todo:
             return {"total": len(units), "skipped": skipped, "done": 0}
+        self._announce(todo)
         rain_work = {}
         for r in existing:
             if r.get("kind") == "answer" and r.get("system") in self.plan.strategies:
@@ -231,13 +232,30 @@ class EvalRunner:
                 return rain_work[(item_id, other)]
         return None
 
+    def _announce(self, todo: list[Unit]) -> None:
+        """Tell a judge that reads states in batches (the latent judge) which check cases come next."""
+        pending = [u.case for u in todo if u.kind == "check" and u.case is not None
+                   and self._hit(self.judge_cache, u.case) is None]
+        if pending:
+            expect = getattr(self.judge, "expect", None)
+            if expect is not None:
+                expect([(c.messages, c.answer) for c in pending])
+
     @staticmethod
-    def _cached(cache: CheckCache | None, case: CheckCase, compute) -> dict[str, Any]:
+    def _hit(cache: CheckCache | None, case: CheckCase) -> dict[str, Any] | None:
+        if cache is None:
+            return None
+        hit = cache.get(case.id)
+        if hit is not None and hit.get("label") == case.label and hit.get("answer", case.answer) == case.answer:
+            return hit
+        return None
+
+    @classmethod
+    def _cached(cls, cache: CheckCache | None, case: CheckCase, compute) -> dict[str, Any]:
         """A check result from the judge's cache, or computed and stored there."""
-        if cache is not None:
-            hit = cache.get(case.id)
-            if hit is not None and hit.get("label") == case.label and hit.get("answer", case.answer) == case.answer:
-                return dict(hit, cached=True)
+        hit = cls._hit(cache, case)
+        if hit is not None:
+            return dict(hit, cached=True)
         rec = compute(case)
         if cache is not None:
             cache.put(rec)
@@ -249,11 +267,11 @@ class EvalRunner:
         base = {"kind": "check", "id": case.id, "pair": case.pair, "check": case.check, "criterion": case.criterion,
                 "label": case.label, "answer": case.answer, "human_label": case.extra.get("final_label")}
         if case.check == "refusal":
-            c = self.judge.classify(case.messages, case.answer)
+            c = self.judge.classify(case.messages, case.answer, prompt_id=case.prompt_id or None)
             refused = None if c.label is None else c.label != "full_compliance"
             return {**base, "predicted": refused, "correct": None if refused is None else refused == case.label,
                     "judgment": c.as_dict()}
-        v = self.judge.judge(case.criterion, case.messages, case.answer, case.extra)
+        v = self.judge.judge(case.criterion, case.messages, case.answer, case.extra, prompt_id=case.prompt_id or None)
         return {**base, "predicted": v.good, "correct": None if v.good is None else v.good == case.label,
                 "judgment": v.as_dict()}
 
@@ -287,10 +305,11 @@ class EvalRunner:
         timings = stats.pop("timings", {})
         decoded = stats.get("tokens_decoded", {})
         # The judges see the conversation as the user sent it (without the system baseline's prompt).
-        judgments = {c: self.judge.judge(c, messages, done.text, item.extra).as_dict()
+        # The item's id goes with them: a judge fitted on labelled prompts grades it with what never saw it.
+        judgments = {c: self.judge.judge(c, messages, done.text, item.extra, prompt_id=item.id).as_dict()
                      for c in SUITE_CRITERIA[self.plan.suite]}
         if self.plan.suite in THREE_WAY_SUITES:
-            judgments["three_way"] = self.judge.classify(messages, done.text).as_dict()
+            judgments["three_way"] = self.judge.classify(messages, done.text, prompt_id=item.id).as_dict()
         match = refusal_match(done.text)
         rec = {
             "kind": "answer", "id": item.id, "system": name, "strategy_kind": strategy.kind,
