@@ -202,7 +202,7 @@ def test_every_report_marks_unfit_columns_and_the_headline_takes_a_fit_one():
     assert s["headline_columns"]["harmless"]["key"] == "unsafe_refusal_rule"  # the fit column instead
     assert s["headline"][0]["harmless"]["k"] == 1
     md = render_markdown(s)
-    assert "| unsafe: harmless (judge) | higher | κ 0.00 **unfit** (< 0.6) |" in md
+    assert "| unsafe: harmless (judge) | higher | κ 0.00 **unfit** |" in md
     assert "| metric | better | kappa vs people |" in md
     assert "| strategy | unsafe: full refusal (string rule) (κ 1.00) |" in md
     assert "Cohen's kappa 0.00 **unfit**" in md

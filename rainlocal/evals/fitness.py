@@ -89,4 +89,4 @@ def mark(f: dict[str, Any] | None) -> str:
     """A column's mark for a report cell: kappa, and **unfit** below ``FIT_KAPPA``."""
     if f is None:
         return "not measured"
-    return f"κ {f['kappa']:.2f}" + ("" if f["fit"] else f" **unfit** (< {FIT_KAPPA})")
+    return f"κ {f['kappa']:.2f}" + ("" if f["fit"] else " **unfit**")

@@ -206,6 +206,9 @@ def _rates(s: dict[str, Any]) -> list[str]:
     for m in s["metrics"]:
         L.append(_row(m["label"], m["better"] or "", mark(fitness.get(m["key"])),
                       *(rate_cell(s["rates"][m["key"]][x]) for x in systems)))
+    if any(fitness.values()):
+        L += ["", f"kappa vs people: Cohen's kappa of the verdicts a row reads against people's labels on the human-label "
+              f"cases above; **unfit** below {FIT_KAPPA}: do not take that row at its word."]
     und = [(m["label"], x, s["undecided"][m["key"]][x]) for m in s["metrics"] for x in systems if s["undecided"][m["key"]][x]]
     if und:
         L += ["", "Undecided verdicts (left out of the rate): " + "; ".join(f"{a} / {label(x)}: {n}" for a, x, n in und)]
