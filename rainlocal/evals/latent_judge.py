@@ -81,8 +81,11 @@ class CrossFit:
         from rainlocal.latent.data import extra_prompts, xstest_prompts
 
         fold_of = {pid: i for i, ids in enumerate(probes.fold_ids) for pid in ids}
-        id_of_text = {" ".join(p.text.split()): p.id for p in xstest_prompts() if p.id in fold_of}
+        xs = xstest_prompts()
+        id_of_text = {" ".join(p.text.split()): p.id for p in xs if p.id in fold_of}
+        # Prompts no fold left out: the extra prompts, and XSTest's own in a file without folds.
         trained = {" ".join(p.text.split()) for p in extra_prompts()}
+        trained |= {" ".join(p.text.split()) for p in xs if p.id not in fold_of}
         return cls(fold_of, id_of_text, trained)
 
     def where(self, prompt_id: str | None, messages: Sequence[dict[str, Any]]) -> tuple[str | None, str]:

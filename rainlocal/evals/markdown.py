@@ -109,8 +109,8 @@ def _judge_lines(s: dict[str, Any]) -> list[str]:
         w = u["prompts"]
         L.append(f"- {what}: cross-fitted by prompt: {p.get('folds', u['folds_used'])} folds; "
                  f"{w.get('held_out', 0)} graded by the fold that never saw their XSTest prompt"
-                 + (f", {w['trained']} on prompts every fold's request probe was fitted on (AdvBench, TruthfulQA: "
-                    "not held out)" if w.get("trained") else "")
+                 + (f", {w['trained']} on prompts the probes were fitted on in every fold (e.g. AdvBench's: not "
+                    "held out)" if w.get("trained") else "")
                  + (f", {w['new']} on prompts new to the probes" if w.get("new") else ""))
     return L
 
