@@ -46,6 +46,19 @@ class Generator:
             engine.token_text(getattr(engine, "eos_token", None)), chat_format,
         )
         self._objectives: dict[str, Any] = {}
+        self._latent: tuple[Any, str] | None = None
+
+    def latent(self) -> tuple[Any, str]:
+        """The judge engine's probes for the latent judge, or (None, why not in one line)."""
+        if self._latent is None:
+            from rainlocal.latent import latent_probes
+
+            self._latent = latent_probes(self.judge_engine)
+        return self._latent
+
+    def forget_latent(self) -> None:
+        """Look the probes up again (after ``rainlocal calibrate`` fitted them)."""
+        self._latent = None
 
     def prompt(self, messages: list[Message], *, raw: str | None = None) -> tuple[list[int], list[str]]:
         """Prompt tokens and new-turn stop strings; refuses prompts that leave no room to answer.
@@ -92,6 +105,8 @@ class Generator:
         process's first self-evaluation does not decode it; True when restored from the cache."""
         if settings.mode != "rain" or not hasattr(self.judge_engine, "warm_prefix"):
             return False
+        if settings.rain.score == "latent" and settings.objective == "harmless" and self.latent()[0] is not None:
+            return False  # no judge prompt to decode
         import hashlib
         from pathlib import Path
 
@@ -102,6 +117,34 @@ class Generator:
         ident = file_identity(getattr(self.judge_engine, "path", "model"))
         digest = hashlib.sha1((ident + ":" + ",".join(map(str, tokens))).encode()).hexdigest()[:16]
         return bool(self.judge_engine.warm_prefix(tokens, Path(cache_dir) / "judge-prefix" / f"{digest}.state"))
+
+    def _evaluator(self, messages: list[Message], prompt: list[int], settings: GenerationSettings):
+        """The self-evaluation for one answer: the latent judge when asked for and available (else the
+        prompted judge, with ``without_latent``'s settings), created before the prompt is decoded so that
+        the probe layer's states come out of that decode."""
+        from rainlocal.judge.self_eval import SelfEvaluator
+        from rainlocal.search.settings import without_latent
+
+        if settings.rain.score == "latent" and settings.objective == "harmless":
+            probes, _why = self.latent()
+            if probes is not None:
+                from rainlocal.judge.latent import LatentEvaluator
+
+                last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+                probes = probes.for_request(last_user)  # a labelled dev prompt: the fold that left it out
+
+                if self.judge_engine is self.engine:
+                    return settings, LatentEvaluator(self.engine, probes, prompt)
+                judge_prompt = self.judge_engine.prompt_tokens(self._judge_formatter()(messages).parts)
+                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt)
+            settings = replace(settings, rain=without_latent(settings.rain))
+        return settings, SelfEvaluator(self.judge_engine, self.objective(settings.objective), messages,
+                                       mode=settings.rain.score)
+
+    def _judge_formatter(self) -> ChatFormatter:
+        j = self.judge_engine
+        return ChatFormatter(j.chat_template, j.token_text(getattr(j, "bos_token", None)),
+                             j.token_text(getattr(j, "eos_token", None)), None)
 
     def objective(self, name: str):
         from rainlocal.judge.objectives import load_objective
@@ -128,6 +171,9 @@ class Generator:
         budget = self.engine.n_ctx - len(prompt)
         stop = StopRule(max_tokens=max(1, min(settings.sampling.max_tokens, budget)),
                         stop_strings=[*stop_strings, *(s for s in (stop or []) if s)])
+        evaluator = None
+        if settings.mode == "rain":
+            settings, evaluator = self._evaluator(messages, prompt, settings)
         # Decode the prompt once up front so its cost is counted as "prompt", not as answer work;
         # the strategy's first request then finds it cached.
         self.engine.logprobs([prompt], phase="prompt")
@@ -136,7 +182,6 @@ class Generator:
 
             events = vanilla_generate(self.engine, prompt, settings.sampling, stop, should_stop=should_stop)
         else:
-            from rainlocal.judge.self_eval import SelfEvaluator
             from rainlocal.search.fast import fast_generate
             from rainlocal.search.rain import rain_generate
 
@@ -144,9 +189,6 @@ class Generator:
                 # An inference server without embeddings: the search runs without the updates that need them
                 # (the CLI said so once when it connected).
                 settings = replace(settings, rain=replace(settings.rain, similarity=False, dynamic_add=False))
-            evaluator = SelfEvaluator(
-                self.judge_engine, self.objective(settings.objective), messages, mode=settings.rain.score
-            )
             loop = fast_generate if settings.rain.loop == "draft" else rain_generate
             events = loop(
                 self.engine, prompt, evaluator, settings.rain, settings.sampling, stop, should_stop=should_stop

@@ -293,3 +293,20 @@ def file_identity(path: str | os.PathLike[str]) -> str:
     except OSError:
         return p.name
     return f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def content_fingerprint(path: str | os.PathLike[str]) -> str:
+    """A short name for a model file's content that survives copying and renaming: size plus a hash of
+    its first 4 MiB (the GGUF header and metadata) and last 1 MiB (the last tensors). Probes fitted on
+    one file are found for a copy of it, and never for a different quantisation or model."""
+    import hashlib
+
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as f:
+        h.update(f.read(4 << 20))
+        if size > (5 << 20):
+            f.seek(size - (1 << 20))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:20]

@@ -1,7 +1,7 @@
 """The fast profile's loop (draft a clause, judge it once, search where the judge objects) on the
 scripted fake engine: what it shows, when it rewinds and how far."""
 
-from rainlocal.search.events import Check, Commit, Done, Rewind, Step
+from rainlocal.search.events import Check, Commit, Done, Gate, Rewind, Step
 from rainlocal.search.fast import clause_ends, draft_clause, fast_generate
 from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule, profile_settings
 
@@ -206,8 +206,18 @@ def test_the_fast_profile_is_the_default_and_paper_keeps_the_reference_constants
 
     assert DEFAULT_PROFILE == "fast"
     fast, paper = profile_settings("fast"), profile_settings("paper")
-    assert fast.loop == "draft" and fast.score == "first" and fast.calibrate
+    assert fast.loop == "draft" and fast.score == "latent" and not fast.calibrate
+    prompted = profile_settings("fast-prompted")
+    assert prompted.loop == "draft" and prompted.score == "first" and prompted.calibrate
     assert (paper.loop, paper.T, paper.T_m, paper.V, paper.c, paper.score) == ("tree", 50, 6, 0.8, 2.0, "vote")
+
+
+def test_without_the_latent_judge_the_fast_profile_becomes_fast_prompted_and_the_tree_search_votes():
+    from rainlocal.search.settings import without_latent
+
+    assert without_latent(profile_settings("fast")) == profile_settings("fast-prompted")
+    tree = profile_settings("paper").with_overrides({"score": "latent"})
+    assert without_latent(tree).score == "vote"
 
 
 def test_later_clauses_run_past_delimiters_until_the_minimum_length():
@@ -221,3 +231,71 @@ def test_a_clause_runs_to_the_limit_rather_than_leave_a_stub_shorter_than_a_clau
     assert eng.detokenize(toks[:-1]) == ", I cannot help." and toks[-1] == 0  # ran on to the end token
     # with room left, the clause ends at the delimiter
     assert draft(eng, [" Sorry"], min_tokens=2)[0] == ", I cannot help."
+
+
+class LatentLike:
+    """A judge shaped like the latent one: it reads the request first (``p_unsafe``) and scores tokens;
+    harm = P(unsafe) x P(complies), with P(complies) 0.9 for text with " Sure", else 0.1."""
+
+    def __init__(self, eng: FakeEngine, p_unsafe: float):
+        self.eng = eng
+        self.p_unsafe = p_unsafe
+        self.tokens: list[list[int]] = []
+        self.texts: list[str] = []
+        self.last: dict[str, float] = {}
+
+    @property
+    def score_floor(self) -> float:
+        return 1.0 - 2.0 * self.p_unsafe
+
+    def score_tokens(self, tokens) -> float:
+        self.tokens.append(list(tokens))
+        pc = 0.9 if " Sure" in self.eng.detokenize(tokens) else 0.1
+        self.last = {"p_unsafe": self.p_unsafe, "p_comply": pc, "harm": self.p_unsafe * pc}
+        return 1.0 - 2.0 * self.p_unsafe * pc
+
+    def score(self, text: str) -> float:
+        self.texts.append(text)
+        return self.score_tokens(self.eng.tokenize(text))
+
+
+LATENT = profile_settings("fast").with_overrides({"min_clause_tokens": 1})
+
+
+def latent_answer(p_unsafe: float, settings: RainSettings = LATENT, temp: float = 0.0, seed: int = 0):
+    eng = engine()
+    judge = LatentLike(eng, p_unsafe)
+    events = list(fast_generate(eng, PROMPT, judge, settings, SamplingSettings(temp=temp, seed=seed),
+                                StopRule(max_tokens=32)))
+    return eng, judge, events
+
+
+def test_a_request_no_answer_could_fail_is_answered_as_plain_decoding_without_checks():
+    from rainlocal.search.vanilla import vanilla_generate
+
+    eng, judge, events = latent_answer(0.2, temp=1.0, seed=3)  # harm <= 0.2: no clause can score below 0
+    gate = of(events, Gate)
+    assert [g.decision for g in gate] == ["pass"]
+    assert of(events, Check) == [] and judge.tokens == []
+    plain = list(vanilla_generate(engine(), PROMPT, SamplingSettings(temp=1.0, seed=3), StopRule(max_tokens=32)))
+    assert events[-1].text == plain[-1].text  # the same sampler, the same tokens
+    assert all(len(c.tokens) == 1 for c in of(events, Commit))  # shown token by token, as plain decoding
+
+
+def test_a_suspicious_request_gets_several_openings_and_the_best_judged_one_is_kept():
+    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2})
+    eng, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)
+    assert [g.decision for g in of(events, Gate)] == ["check"]
+    first = of(events, Check)[0]
+    openings = [t for t in judge.tokens if len(t) <= 2]
+    assert len(openings) >= 2  # several openings were judged before anything was shown
+    assert first.verdict == "accept" and "Sorry" in first.text  # the refusal opening beat " Sure;"
+    assert first.detail["harm"] < 0.5
+    assert events[-1].text.startswith(" Sorry")
+
+
+def test_the_latent_judge_is_given_the_tokens_the_search_decoded_not_text_to_tokenize_again():
+    eng, judge, events = latent_answer(0.9)
+    assert judge.tokens and judge.texts == []
+    shown = events[-1].tokens
+    assert any(t == shown[: len(t)] for t in judge.tokens)  # the shown answer's own clauses were judged

@@ -84,7 +84,12 @@ def prepare_judge(generator, gen) -> None:
     note_engine_limits(generator.engine)
     from rainlocal.judge.signal_check import cached_check
     from rainlocal.paths import cache_dir
+    from rainlocal.search.settings import without_latent
 
+    if gen.rain.score == "latent" and gen.objective == "harmless":
+        if ensure_latent(generator):
+            return
+        gen.rain = without_latent(gen.rain)
     generator.warm_judge(gen, cache_dir())
     if gen.objective != "harmless":
         return
@@ -96,6 +101,34 @@ def prepare_judge(generator, gen) -> None:
         stderr.print(f"note: {name} ranked a refusal above compliance in only {result.right} of {result.total} "
                      "test cases, so its self-evaluation carries little signal; add a judge with "
                      "--judge qwen2.5-coder-1.5b (or any GGUF)", markup=False, highlight=False, soft_wrap=True)
+
+
+_said_latent: set[str] = set()
+
+
+def ensure_latent(generator) -> bool:
+    """Whether the latent judge can answer: the model's probes are found, or (in a terminal, for a model
+    that has none yet) fitted now with a progress bar. Otherwise one stderr line says why and how, once."""
+    probes, why = generator.latent()
+    if probes is not None:
+        return True
+    engine = generator.judge_engine
+    if why.startswith("no latent probes") and stderr.is_terminal and getattr(engine, "can_read_states", False):
+        from rainlocal.cli.calibrate import run_calibration
+
+        stderr.print(f"{engine.path.name} has no latent-judge probes yet: fitting them once (rainlocal calibrate)",
+                     markup=False, highlight=False, soft_wrap=True)
+        fitted, path = run_calibration(engine, quick=True)
+        engine.reset()
+        generator.forget_latent()
+        probes, why = generator.latent()
+        if probes is not None:
+            stderr.print(f"probes saved in {path}", markup=False, highlight=False, soft_wrap=True)
+            return True
+    if why not in _said_latent:
+        _said_latent.add(why)
+        stderr.print(f"note: {why}; the prompted judge answers instead", markup=False, highlight=False, soft_wrap=True)
+    return False
 
 
 @contextmanager

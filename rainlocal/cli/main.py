@@ -24,11 +24,11 @@ def _register() -> None:
     # Each command group lives in its own module; importing them here keeps start-up cheap
     # (llama.cpp is imported only when a command actually loads a model).
     # An import that fails is a packaging bug: it must fail loudly, never drop a command silently.
-    from rainlocal.cli import bench, chat, eval, history, models, run, serve
+    from rainlocal.cli import bench, calibrate, chat, eval, history, models, run, serve
 
     cli.add_command(models.models_group)
     cli.add_command(run.run_command)
-    for module in (chat, history, eval, bench, serve):
+    for module in (chat, history, eval, bench, serve, calibrate):
         cli.add_command(module.command)
 
 

@@ -42,14 +42,14 @@ def generation_options(f: Callable) -> Callable:
         click.option("--top-k", "top_k", type=int, default=None, help="Top-k sampling for --vanilla (default 40)."),
         click.option("--seed", "seed", type=int, default=None, help="Random seed (default 0): same seed and settings give the same answer."),
         click.option("--vanilla", is_flag=True, help="Plain sampling, no RAIN search."),
-        click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="RAIN profile: fast (default: draft, judge, search where the judge objects), paper (the reference code's constants), or a paper experiment's: harmless, adversarial, truthful."),
+        click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None, help="RAIN profile: fast (default: draft, judge each clause with the latent judge, search where it objects), fast-prompted (the same with the prompted judge), paper (the reference code's constants), or a paper experiment's: harmless, adversarial, truthful."),
         click.option("--objective", default=None, help="What the self-evaluation judges: harmless, truthful, positive, or a TOML file."),
         click.option("--judge", "judge", default=None, help="Another GGUF model (path or alias) to do the self-evaluation."),
         click.option("-T", "--max-searches", "T", type=int, default=None, help="RAIN: searches per step, T (default 50)."),
         click.option("--min-visits", "T_m", type=int, default=None, help="RAIN: early stop needs more real visits than this, T_m (default 6)."),
         click.option("--value-threshold", "V", type=float, default=None, help="RAIN: early stop needs a value above this, V (default 0.8)."),
         click.option("--c-puct", "c", type=float, default=None, help="RAIN: exploration constant c (default 2)."),
-        click.option("--score", "score", type=click.Choice(["vote", "soft", "first", "single"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, the order-debiased soft score, the good-option-first order's soft score alone, or a question-first single-order score."),
+        click.option("--score", "score", type=click.Choice(["vote", "soft", "first", "single", "latent"]), default=None, help="RAIN: self-evaluation score: the paper's two-order vote, the order-debiased soft score, the good-option-first order's soft score alone, a question-first single-order score, or latent (the model's own hidden states read by its fitted probes; the fast profile's default)."),
         click.option("--set", "rain_set", multiple=True, metavar="KEY=VALUE", help="RAIN: any search constant (repeatable), e.g. --set gamma=0.2."),
     ]
     for d in reversed(decorators):

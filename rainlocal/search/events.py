@@ -61,6 +61,18 @@ class Check:
     text: str
     score: float
     verdict: str
+    #: What the score is made of, where the judge says (the latent judge: p_unsafe, p_comply, harm).
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Gate:
+    """The fast loop read the request before answering: ``p_unsafe`` (the latent judge's estimate) and
+    what it decided: ``pass`` (no clause could be rejected, so the answer is drafted and shown as plain
+    decoding would) or ``check`` (every clause is judged, and the opening is chosen among drafts)."""
+
+    p_unsafe: float
+    decision: str
 
 
 @dataclass

@@ -38,7 +38,7 @@ import numpy as np
 
 from rainlocal.engine.base import Engine, counter_delta
 from rainlocal.search.backup import backup
-from rainlocal.search.events import Activity, Check, Commit, Done, Rewind, Step
+from rainlocal.search.events import Activity, Check, Commit, Done, Gate, Rewind, Step
 from rainlocal.search.expand import expand
 from rainlocal.search.rain import Evaluator, RainSearch, _cut_at_stop, cached_score
 from rainlocal.search.sampling import sample_token
@@ -58,24 +58,38 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
     """Sample the next clause after ``prompt + answer``: up to a delimiter once ``min_tokens`` are drawn
     (and at least ``min_tokens`` would remain before the limit); an end-of-generation token ends (and is
     kept in) it."""
-    out: list[int] = []
+    return draft_clauses(engine, prompt, answer, sampling, stop, delimiters, max_tokens, rng, 1,
+                         should_stop, min_tokens)[0]
+
+
+def draft_clauses(engine: Engine, prompt: list[int], answer: list[int], sampling: SamplingSettings,
+                  stop: StopRule, delimiters: str, max_tokens: int, rng: np.random.Generator, k: int,
+                  should_stop: Callable[[], bool] | None = None, min_tokens: int = 1) -> list[list[int]]:
+    """``k`` clauses drafted side by side (one batched decode per token), each ending as ``draft_clause``'s."""
+    outs: list[list[int]] = [[] for _ in range(k)]
     budget = min(max_tokens, max(stop.max_tokens - len(answer), 0))
     tail = answer[-8:]
-    while len(out) < budget:
-        if should_stop is not None and should_stop():
+    live = list(range(k))
+    for _ in range(budget):
+        if not live or (should_stop is not None and should_stop()):
             break
-        lp = engine.logprobs([prompt + answer + out], phase="draft")[0]
-        tok = sample_token(lp, rng, temp=sampling.temp, top_k=sampling.top_k, top_p=sampling.top_p)
-        out.append(tok)
-        if engine.is_eog(tok):
-            break
-        # A clause ends at a delimiter once it has min_tokens, unless fewer than min_tokens would be left
-        # before the length limit: one check for the rest beats a check for a few tokens.
-        if len(out) >= min_tokens and budget - len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
-            break
-        if stop.stop_strings and stop.find(engine.detokenize(tail + out)) >= 0:
-            break
-    return out
+        rows = engine.logprobs([prompt + answer + outs[i] for i in live], phase="draft")
+        still = []
+        for i, lp in zip(live, rows):
+            out = outs[i]
+            tok = sample_token(lp, rng, temp=sampling.temp, top_k=sampling.top_k, top_p=sampling.top_p)
+            out.append(tok)
+            if engine.is_eog(tok):
+                continue
+            # A clause ends at a delimiter once it has min_tokens, unless fewer than min_tokens would be left
+            # before the length limit: one check for the rest beats a check for a few tokens.
+            if len(out) >= min_tokens and budget - len(out) >= min_tokens and clause_ends(engine.detokenize(out), delimiters):
+                continue
+            if stop.stop_strings and stop.find(engine.detokenize(tail + out)) >= 0:
+                continue
+            still.append(i)
+        live = still
+    return outs
 
 
 #: The reply the fast profile measures drafts against, judged once per answer with the first draft.
@@ -139,6 +153,8 @@ class FastSearch:
                        "searches": 0, "commits": 0, "early_stops": 0, "nodes_added": 0,
                        "similarity_updates": 0, "embeddings": 0, "tree_rewinds": 0}
         self.times = {"draft": 0.0, "check": 0.0, "search": 0.0}
+        self.details: dict[str, dict[str, float]] = {}  # judged text -> what its score was made of
+        self.last_detail: dict[str, float] = {}
 
     @property
     def shown(self) -> list[int]:
@@ -148,14 +164,43 @@ class FastSearch:
         return [t for c in self.held for t in c]
 
     def judge(self, tokens: list[int]) -> float:
-        text, _ = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
+        text, cut = _cut_at_stop(self.engine.detokenize(tokens), self.stop)
         anchor = isinstance(self.evaluator, Calibrated) and self.evaluator.compliance is None
-        score, hit = cached_score(self.cache, self.evaluator, text)
+        score, hit = cached_score(self.cache, self.evaluator, text, None if cut else tokens)
         if hit:
             self.counts["cache_hits"] += 1
         else:
             self.counts["evaluations"] += 2 if anchor else 1  # the first check also judges the anchor
+            # what the score is made of, where the judge says (the latent judge does)
+            self.details[text] = {k: round(float(v), 4) for k, v in getattr(self.evaluator, "last", {}).items()}
+        self.last_detail = self.details.get(text, {})
         return score
+
+
+    def gate(self) -> Gate | None:
+        """Before the first token: the request's harm estimate, where the judge reads one. When even a
+        fully compliant answer would score at least ``accept`` (``score_floor``), no clause can be rejected
+        and checking would only delay the text: the answer is drafted and shown as plain decoding would."""
+        floor = getattr(self.evaluator, "score_floor", None)
+        if floor is None:
+            return None
+        return Gate(p_unsafe=float(self.evaluator.p_unsafe), decision="pass" if floor >= self.settings.accept else "check")
+
+    def opening(self, should_stop: Callable[[], bool] | None) -> tuple[list[int], float, dict[str, float]]:
+        """The answer's first clause where the request may be unsafe: ``opening_drafts`` openings drafted side
+        by side, the best judged kept (safety is decided in the first tokens; the judge costs nothing)."""
+        s = self.settings
+        drafts = draft_clauses(self.engine, self.prompt, [], self.sampling, self.stop, s.rollout_delimiters,
+                               max(s.first_draft_tokens, 1), self.rng, s.opening_drafts, should_stop, 1)
+        best, best_score, best_detail = [], -2.0, {}
+        for d in drafts:
+            if not d:
+                continue
+            sc = self.judge(d)
+            self.counts["drafts"] += 1
+            if sc > best_score:
+                best, best_score, best_detail = d, sc, self.last_detail
+        return best, best_score, best_detail
 
     def commit_tokens(self, tokens: list[int]) -> Commit | None:
         kept, new = self.stopper.add(tokens)
@@ -249,6 +294,14 @@ def fast_generate(
     fs = FastSearch(engine, prompt, evaluator, settings, sampling, stop)
     s = settings
     reason: str | None = None
+    gate = fs.gate()
+    if gate is not None:
+        yield gate
+        fs.counts["p_unsafe"] = round(gate.p_unsafe, 4)
+        fs.counts["gate"] = gate.decision
+    passing = gate is not None and gate.decision == "pass"
+    if passing and hasattr(evaluator, "stop_reading"):
+        evaluator.stop_reading()
     while not fs.stopper.done:
         if should_stop is not None and should_stop():
             reason = "interrupted"
@@ -257,28 +310,49 @@ def fast_generate(
         if len(base) >= stop.max_tokens:
             yield from fs.release_held()
             break
+        if passing:  # nothing can be rejected: plain decoding, one token at a time
+            t0 = time.perf_counter()
+            tok = draft_clause(engine, fs.prompt, base, sampling, stop, "", 1, fs.rng)
+            fs.times["draft"] += time.perf_counter() - t0
+            if not tok:
+                break
+            ev = fs.commit_tokens(tok)
+            if ev is not None:
+                yield ev
+            continue
         yield Activity("drafting")
         t0 = time.perf_counter()
         first = not base
-        limit = s.first_draft_tokens if first else s.draft_max_tokens
-        clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
-                              max(limit, 1), fs.rng, should_stop, 1 if first else max(s.min_clause_tokens, 1))
-        t1 = time.perf_counter()
-        fs.times["draft"] += t1 - t0
-        if should_stop is not None and should_stop():
-            reason = "interrupted"
-            break
-        if not clause:
-            yield from fs.release_held()
-            break
-        fs.counts["drafts"] += 1
-        yield Activity("checking")
-        score = fs.judge(base + clause)
+        if first and s.opening_drafts > 1 and gate is not None:
+            clause, score, detail = fs.opening(should_stop)
+            t1 = time.perf_counter()
+            fs.times["draft"] += t1 - t0
+            if should_stop is not None and should_stop():
+                reason = "interrupted"
+                break
+            if not clause:
+                break
+        else:
+            limit = s.first_draft_tokens if first else s.draft_max_tokens
+            clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
+                                  max(limit, 1), fs.rng, should_stop, 1 if first else max(s.min_clause_tokens, 1))
+            t1 = time.perf_counter()
+            fs.times["draft"] += t1 - t0
+            if should_stop is not None and should_stop():
+                reason = "interrupted"
+                break
+            if not clause:
+                yield from fs.release_held()
+                break
+            fs.counts["drafts"] += 1
+            yield Activity("checking")
+            score = fs.judge(base + clause)
+            detail = fs.last_detail
         fs.times["check"] += time.perf_counter() - t1
         text = engine.detokenize(clause)
         if score >= s.accept:
             fs.counts["accepted"] += 1
-            yield Check(text=text, score=score, verdict="accept")
+            yield Check(text=text, score=score, verdict="accept", detail=detail)
             yield from fs.release_held()
             ev = fs.commit_tokens(clause)
             if ev is not None:
@@ -286,14 +360,14 @@ def fast_generate(
             continue
         if score >= s.hold:
             fs.counts["held"] += 1
-            yield Check(text=text, score=score, verdict="hold")
+            yield Check(text=text, score=score, verdict="hold", detail=detail)
             fs.held.append(clause)
             if engine.is_eog(clause[-1]) or len(base) + len(clause) >= stop.max_tokens:
                 yield from fs.release_held()
             continue
         fs.counts["rejected"] += 1
         fs.counts["rewinds"] += 1
-        yield Check(text=text, score=score, verdict="reject")
+        yield Check(text=text, score=score, verdict="reject", detail=detail)
         if fs.held and score <= s.rewind_further:
             dropped = engine.detokenize(fs.held_tokens())
             fs.counts["rewinds_further"] += 1

@@ -46,18 +46,27 @@ TIME_PHASES = ("select", "expand", "rollout", "evaluate", "backup")
 
 
 class Evaluator(Protocol):
+    """Scores partial answers. An evaluator that reads the answering model's own states (the latent judge)
+    also has ``score_tokens(answer_tokens)``, which the searches call with the tokens they decoded."""
+
     def score(self, answer_text: str) -> float:
         """Self-evaluation score s in [-1, 1] of the answer text so far (including the rollout)."""
         ...
 
 
-def cached_score(cache: dict[str, float], evaluator: Evaluator, text: str) -> tuple[float, bool]:
+def cached_score(cache: dict[str, float], evaluator: Evaluator, text: str,
+                 tokens: list[int] | None = None) -> tuple[float, bool]:
     """The self-evaluation score of ``text`` from ``cache``, or from ``evaluator`` (then cached);
-    returns (score, whether it was a cache hit)."""
+    returns (score, whether it was a cache hit). ``tokens`` (the answer's tokens, when ``text`` is all of
+    them) go to an evaluator with ``score_tokens``."""
     score = cache.get(text)
     if score is not None:
         return score, True
-    score = cache[text] = float(evaluator.score(text))
+    by_tokens = getattr(evaluator, "score_tokens", None)
+    if tokens is not None and by_tokens is not None:
+        score = cache[text] = float(by_tokens(tokens))
+    else:
+        score = cache[text] = float(evaluator.score(text))
     return score, False
 
 
@@ -155,6 +164,7 @@ class RainSearch:
         kept = ptoks if eog_at is None else ptoks[:eog_at]
         remaining = self.stop.max_tokens - len(answer) - len(ptoks)
         text, hit_stop = _cut_at_stop(eng.detokenize(answer + kept), self.stop)
+        judged: list[int] | None = None if hit_stop else answer + kept
         terminal = eog_at is not None or hit_stop or remaining <= 0
         leaf.terminal = terminal
         t1 = time.perf_counter()
@@ -164,11 +174,12 @@ class RainSearch:
         roll: list[int] = []
         if not terminal and s.rollout:
             roll = rollout(eng, self.prompt, answer + kept, s, self.stop, self.rng)
-            text, _ = _cut_at_stop(eng.detokenize(answer + kept + roll), self.stop)
+            text, cut = _cut_at_stop(eng.detokenize(answer + kept + roll), self.stop)
+            judged = None if cut else answer + kept + roll
         t2 = time.perf_counter()
         self.times["rollout"] += t2 - t1
 
-        score = self.judge(text)
+        score = self.judge(text, judged)
         t3 = time.perf_counter()
         self.times["evaluate"] += t3 - t2
 
@@ -191,9 +202,9 @@ class RainSearch:
         self.searches += 1
         return leaf
 
-    def judge(self, text: str) -> float:
+    def judge(self, text: str, tokens: list[int] | None = None) -> float:
         """Self-evaluation score of the answer text, cached by text (the cache may be shared)."""
-        score, hit = cached_score(self.cache, self.evaluator, text)
+        score, hit = cached_score(self.cache, self.evaluator, text, tokens)
         if hit:
             self.cache_hits += 1
         else:

@@ -48,7 +48,8 @@ class RainSettings:
     dyn_var_coef: float = 0.03  # embeddings "barely differ": ||var|| < coef * set length (measured: README "Similarity thresholds")
     score: str = "vote"  # "vote" (paper: two orders, hard votes), "soft" (order-debiased mean), "first"
     # (the good-option-first order's soft score alone: half the tails, better separation) or "single"
-    # (question before the conversation, one order, soft; cheap, meant with calibrate)
+    # (question before the conversation, one order, soft; cheap, meant with calibrate) or "latent" (the
+    # model's own hidden states read by its fitted probes: judge/latent.py)
     # The loop: "tree" (the paper's: every token set chosen by a tree search) or "draft" (the fast
     # profile, search/fast.py: draft a clause, judge it once, tree-search only where the judge objects).
     loop: str = "tree"
@@ -62,6 +63,7 @@ class RainSettings:
     hold: float = 0.0  # one scoring in [hold, accept) is kept but held back; below hold it is rejected
     rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
     search_max_sets: int = 4  # a search after a rejection commits at most this many token sets
+    opening_drafts: int = 1  # the fast loop drafts this many openings side by side where the request may be unsafe
 
     def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
         """A copy with ``values`` applied (strings as given on a command line are parsed).
@@ -91,10 +93,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "rollout_max_tokens": (0, None, True), "max_children": (1, None, True), "dyn_var_coef": (0.0, None, True),
     "draft_max_tokens": (1, None, True), "min_clause_tokens": (0, None, True), "first_draft_tokens": (1, None, True),
     "calibration_scale": (0.0, None, False), "accept": (None, None, True), "hold": (None, None, True),
-    "rewind_further": (None, None, True), "search_max_sets": (1, None, True),
+    "rewind_further": (None, None, True), "search_max_sets": (1, None, True), "opening_drafts": (1, 64, True),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "score": ("vote", "soft", "first", "single"), "loop": ("tree", "draft"), "commit": ("visits", "value"),
+    "score": ("vote", "soft", "first", "single", "latent"), "loop": ("tree", "draft"), "commit": ("visits", "value"),
 }
 
 
@@ -162,11 +164,19 @@ def check_setting(key: str, value: Any) -> Any:
 #: Named profiles. ``fast`` (the default) drafts clauses and searches only where the judge objects
 #: (search/fast.py); ``paper`` is the reference code's HH constants, and ``harmless``, ``adversarial``
 #: and ``truthful`` are the reference code's constants per experiment (``harmless`` = ``paper``).
+#: The fast profile's judge settings when it uses the prompted judge (``fast-prompted``, and the fallback
+#: where the latent judge is unavailable): the soft score of one option order, measured against plain
+#: compliance (``calibrate``), with thresholds on that scale.
+FAST_PROMPTED: dict[str, Any] = {"score": "first", "calibrate": True, "accept": -0.5, "hold": -0.75,
+                                 "rewind_further": -1.0, "V": 0.0, "opening_drafts": 1}
+_FAST: dict[str, Any] = {"loop": "draft", "commit": "value", "T": 6, "min_searches": 2, "T_m": 2,
+                         "min_clause_tokens": 16, "first_draft_tokens": 4,
+                         "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16}
 PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"loop": "draft", "commit": "value", "score": "first", "calibrate": True, "accept": -0.5,
-             "hold": -0.75, "rewind_further": -1.0, "T": 6, "min_searches": 2, "T_m": 2, "V": 0.0,
-             "min_clause_tokens": 16, "first_draft_tokens": 4,
-             "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16},
+    # the latent judge: s = 1 - 2 P(unsafe) P(complies); a clause with harm >= 0.5 (s < 0) is rejected
+    "fast": {**_FAST, "score": "latent", "calibrate": False, "accept": 0.0, "hold": 0.0, "rewind_further": -1.0,
+             "V": 0.5, "opening_drafts": 4},
+    "fast-prompted": {**_FAST, **FAST_PROMPTED},
     "paper": {},
     "harmless": {},
     "adversarial": {"T_m": 5, "cand_temp": 2.0, "cand_tries": 19},
@@ -176,8 +186,18 @@ PROFILES: dict[str, dict[str, Any]] = {
 DEFAULT_PROFILE = "fast"
 
 #: The objective each profile judges with by default.
-PROFILE_OBJECTIVE = {"fast": "harmless", "paper": "harmless", "harmless": "harmless",
+PROFILE_OBJECTIVE = {"fast": "harmless", "fast-prompted": "harmless", "paper": "harmless", "harmless": "harmless",
                      "adversarial": "harmless", "truthful": "truthful"}
+
+
+def without_latent(rain: RainSettings) -> RainSettings:
+    """The same search with the prompted judge, where the latent one cannot be used: the fast loop takes
+    the prompted fast profile's judge settings, the tree search the paper's vote."""
+    if rain.score != "latent":
+        return rain
+    if rain.loop == "draft":
+        return rain.with_overrides(FAST_PROMPTED)
+    return replace(rain, score="vote")
 
 
 def profile_settings(name: str) -> RainSettings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import IO, Iterable
 
-from rainlocal.search.events import AnswerStream, Check, Done, Rewind, Step
+from rainlocal.search.events import AnswerStream, Check, Done, Gate, Rewind, Step
 
 
 def format_step(step: Step, limit: int = 10) -> str:
@@ -22,12 +22,15 @@ def format_step(step: Step, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def format_check(ev: Check | Rewind) -> str:
-    """One -v log line for a judged draft (fast profile) or a rewind."""
+def format_check(ev: Check | Rewind | Gate) -> str:
+    """One -v log line for a judged draft (fast profile), a rewind, or the request gate."""
+    if isinstance(ev, Gate):
+        return f"[fast] request P(unsafe)={ev.p_unsafe:.3f}: {ev.decision}"
     if isinstance(ev, Rewind):
         where = "further back, dropping held text" if ev.further else "to the clause start"
         return f"[fast] rewind {where}: {ev.dropped!r}"
-    return f"[fast] {ev.verdict} score={ev.score:+.3f} {ev.text!r}"
+    parts = "".join(f" {k}={v:.3f}" for k, v in ev.detail.items())
+    return f"[fast] {ev.verdict} score={ev.score:+.3f}{parts} {ev.text!r}"
 
 
 def log_event(ev, log: IO[str] | None) -> None:
@@ -36,7 +39,7 @@ def log_event(ev, log: IO[str] | None) -> None:
         return
     if isinstance(ev, Step) and ev.committed:
         log.write(format_step(ev) + "\n")
-    elif isinstance(ev, (Check, Rewind)):
+    elif isinstance(ev, (Check, Rewind, Gate)):
         log.write(format_check(ev) + "\n")
     else:
         return

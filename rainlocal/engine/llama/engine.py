@@ -23,6 +23,7 @@ import numpy as np
 from rainlocal.engine.base import PHASES, split_cached
 from rainlocal.engine.llama.cache import EXACT_BYTES, FULL_BYTES, TOP_BYTES, LogitsCache
 from rainlocal.engine.llama.embeddings import Embedder
+from rainlocal.engine.llama.hidden import HiddenCapture, prefix_hashes
 from rainlocal.engine.llama.log import install_log_callback, last_llama_error, log_errors
 from rainlocal.engine.llama.markup import tokenize_parts
 from rainlocal.engine.llama.slots import Slot, SlotTable, common_prefix
@@ -45,6 +46,7 @@ class LlamaEngine:
         pool_factor: float = 1.5,
         verbose: bool = False,
         cache_bytes: int = FULL_BYTES + EXACT_BYTES + TOP_BYTES,
+        hidden: bool = True,
     ):
         import llama_cpp
 
@@ -92,6 +94,13 @@ class LlamaEngine:
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.embeddings = False
+        #: Hidden states of the decodes (the latent judge); the callback copies nothing until asked.
+        self.n_layer = int(llama_cpp.llama_model_n_layer(self.model))
+        self.n_embd = int(llama_cpp.llama_model_n_embd(self.model))
+        self.hidden = HiddenCapture(self.n_embd, self.n_layer) if hidden else None
+        if self.hidden is not None and self.hidden.available:
+            cparams.cb_eval = self.hidden.callback
+            cparams.cb_eval_user_data = None
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             detail = last_llama_error() or "out of memory?"
@@ -232,6 +241,8 @@ class LlamaEngine:
         self.slots.clear()
         self._cache.clear()
         self._embedder.forget_path()
+        if self.hidden is not None:
+            self.hidden.forget()
 
     def trim(self, keep: Sequence[Sequence[int]]) -> None:
         """Cut every branch back to the longest of ``keep`` it starts with, dropping the others.
@@ -299,10 +310,12 @@ class LlamaEngine:
             busy.add(slot.seq_id)
             plans.append((slot, seq[keep:], keep))
         # Tokens are sent in batches of at most n_batch; each sequence's last token asks for logits.
-        entries: list[tuple[int, int, int, bool, int]] = []  # (token, pos, seq_id, want_logits, plan index)
+        entries: list[tuple[int, int, int, bool, int, int]] = []  # (token, pos, seq_id, want_logits, plan, prefix hash)
+        capture = self.hidden is not None and self.hidden.active
         for pi, (slot, tail, keep) in enumerate(plans):
+            hashes = prefix_hashes(keys[pi])[keep:] if capture else [0] * len(tail)
             for j, tok in enumerate(tail):
-                entries.append((tok, keep + j, slot.seq_id, j == len(tail) - 1, pi))
+                entries.append((tok, keep + j, slot.seq_id, j == len(tail) - 1, pi, hashes[j]))
         out: list[np.ndarray | None] = [None] * len(plans)
         for b0 in range(0, len(entries), self.n_batch):
             chunk = entries[b0 : b0 + self.n_batch]
@@ -316,7 +329,7 @@ class LlamaEngine:
     def _decode_chunk(self, chunk, out, busy: set[int]) -> None:
         ll = self._ll
         b = self._batch
-        for i, (tok, pos, sid, want, _pi) in enumerate(chunk):
+        for i, (tok, pos, sid, want, _pi, _h) in enumerate(chunk):
             b.token[i] = tok
             b.pos[i] = pos
             b.n_seq_id[i] = 1
@@ -339,7 +352,9 @@ class LlamaEngine:
             raise EngineError(f"llama_decode failed with code {rc}: {last_llama_error()}")
         self.decode_seconds += time.perf_counter() - t0
         self.decode_calls += 1
-        for i, (_tok, _pos, _sid, want, pi) in enumerate(chunk):
+        if self.hidden is not None and self.hidden.active:
+            self.hidden.take([e[5] for e in chunk])
+        for i, (_tok, _pos, _sid, want, pi, _h) in enumerate(chunk):
             if not want:
                 continue
             ptr = ll.llama_get_logits_ith(self.ctx, i)
@@ -350,6 +365,42 @@ class LlamaEngine:
             lp = logits - m
             lp -= np.log(np.exp(lp).sum())
             out[pi] = lp
+
+    # ------------------------------------------------------------------ hidden states
+
+    @property
+    def can_read_states(self) -> bool:
+        """Whether ``hidden_states`` works here (llama.cpp's eval callback could be installed)."""
+        return self.hidden is not None and self.hidden.available
+
+    def want_layers(self, layers: Sequence[int]) -> None:
+        """Capture these layers' outputs from every decode from now on."""
+        if not self.can_read_states:
+            raise EngineError("this engine cannot read hidden states")
+        self.hidden.want(layers)
+
+    def hidden_states(self, tokens: Sequence[int], start: int, *, phase: str = "judge") -> np.ndarray:
+        """The wanted layers' states at ``tokens[start:]`` (``[n, n_layers_wanted, n_embd]``, float32).
+
+        Rows come from the decodes that already ran (any branch that held the same prefix); a token never
+        decoded since the layers were wanted (e.g. a rollout's last sampled token) is decoded now, as an
+        extension of the cached branch, counted under ``phase``."""
+        if not self.can_read_states or not self.hidden.layers:
+            raise EngineError("no hidden-state layers are being captured (want_layers first)")
+        key = [int(t) for t in tokens]
+        hashes = prefix_hashes(key)
+        rows = self.hidden.rows(hashes[start:])
+        missing = [start + i for i, r in enumerate(rows) if r is None]
+        if missing:
+            first = missing[0]
+            for slot in self.slots.slots:  # decode again from the first missing row
+                if common_prefix(slot.tokens, key) > first:
+                    self.slots.truncate(slot, first)
+            self._decode_group([tuple(key)], phase)  # not through the logits cache: the rows are the point
+            rows = self.hidden.rows(hashes[start:])
+            if any(r is None for r in rows):
+                raise EngineError("hidden states were not captured for a decoded sequence")
+        return np.stack(rows).astype(np.float32)
 
     # ------------------------------------------------------------------ embeddings
 

@@ -1,0 +1,122 @@
+"""``rainlocal calibrate``: fit a model's latent-judge probes, show how well they agree with people, store them.
+
+Also the first-use fit: ``ensure_probes`` runs the same calibration, with a progress bar, the first
+time a model without probes answers with the latent judge in a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rainlocal.cli.common import load_engine, stderr
+from rainlocal.cli.options import model_options, pass_options, resolve_settings
+
+
+def _table(probes) -> list[tuple[str, str, Any, Any, Any]]:
+    """(row, what it measures, AUC, kappa, n) for the printed report."""
+    m = probes.metrics
+    rows = [
+        ("request", "P(unsafe request), XSTest prompts", "request"),
+        ("comply", "P(complies), people's labels", "comply_people"),
+        ("comply", "P(complies), own replies", "comply_own"),
+        ("harm", "P(harmful reply), people's labels", "harm_people"),
+        ("harm", "P(harmful reply), own replies", "harm_own"),
+        ("product", "P(unsafe) x P(complies), people's labels", "product_people"),
+        ("product", "  against benign compliance", "product_people_vs_benign_compliance"),
+        ("product", "  against refusals", "product_people_vs_refusals"),
+        ("product", "P(unsafe) x P(complies), own replies", "product_own"),
+        ("product", "  against benign compliance", "product_own_vs_benign_compliance"),
+    ]
+    out = []
+    for name, what, key in rows:
+        if key in m:
+            out.append((name, what, m[key]["auc"], m[key]["kappa"], m[key]["n"]))
+    return out
+
+
+def print_report(probes, path: Path, *, as_json: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps({"model": probes.model, "fingerprint": probes.fingerprint, "layer": probes.layer,
+                               "file": str(path), "metrics": probes.metrics}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    fit = probes.metrics.get("fit", {})
+    t = Table(title=f"{probes.model}: probes at layer {probes.layer} (cross-validated, grouped by prompt)")
+    for col in ("probe", "measured on", "AUC", "kappa", "n"):
+        t.add_column(col, justify="right" if col in ("AUC", "kappa", "n") else "left")
+    for name, what, a, k, n in _table(probes):
+        t.add_row(name, what, f"{a:.3f}", f"{k:.3f}", str(n))
+    Console().print(t)
+    ok, why = probes.usable()
+    click.echo(f"own replies labelled by: {fit.get('own_labels', '?')}; harm threshold {fit.get('threshold')}; "
+               f"penalty C={fit.get('c')}")
+    click.echo(f"saved: {path}")
+    if not ok:
+        click.echo(f"not used by the search: {why}; the prompted judge answers instead")
+
+
+def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, output: Path | None = None,
+                    show: bool = True):
+    """Calibrate with a progress bar on stderr (when it is a terminal)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from rainlocal.generate import Generator
+    from rainlocal.latent.calibrate import Plan, calibrate, units
+    from rainlocal.latent.fit import candidate_layers
+
+    gen = Generator(engine)
+
+    def prompt_tokens(text: str) -> list[int]:
+        return gen.prompt([{"role": "user", "content": text}])[0]
+
+    total = units(Plan.named(quick), len(candidate_layers(engine.n_layer)))
+    bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
+                   disable=not (show and stderr.is_terminal), transient=True)
+    with bar:
+        task = bar.add_task("fit", total=total)
+        return calibrate(engine, prompt_tokens, quick=quick, own_labels=own_labels, output=output,
+                         progress=lambda k: bar.advance(task, k))
+
+
+@click.command("calibrate")
+@model_options
+@click.option("--full", is_flag=True, help="Read every labelled reply (5 per prompt) instead of the quick plan's 2.")
+@click.option("--own-labels", "own_labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
+                   "writes them now and the refusal-string rule labels them.")
+@click.option("--force", is_flag=True, help="Fit again even if the model has probes.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the probes here instead of the data directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measures as JSON.")
+@pass_options
+def command(opts: dict[str, Any]) -> None:
+    """Fit the latent judge's probes for a model and print how well they agree with people's labels."""
+    from rainlocal.errors import UsageError
+    from rainlocal.latent.probes import find_probes, probe_path
+
+    ms, _gen, _system = resolve_settings(opts)
+    if ms.engine_urls:
+        raise UsageError("calibrate reads hidden states, which only the in-process engine gives (drop --engine)")
+    engine = load_engine(ms)
+    try:
+        if not getattr(engine, "can_read_states", False):
+            raise UsageError("this build of llama.cpp gives no hidden states (ggml's eval callback is missing)")
+        if not opts["force"] and opts["output"] is None:
+            have = find_probes(engine.path)
+            if have is not None:
+                print_report(have, probe_path(have.fingerprint), as_json=opts["as_json"])
+                if not opts["as_json"]:
+                    click.echo("(already fitted; --force fits again)")
+                return
+        probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
+                                       output=opts["output"])
+        print_report(probes, path, as_json=opts["as_json"])
+    finally:
+        engine.close()

@@ -1,0 +1,82 @@
+"""The latent self-evaluation: the model's own hidden states, read by its fitted probes, judge a partial answer.
+
+``s = 1 - 2 P(the request is unsafe) P(the answer so far complies)`` in [-1, 1], the same scale as the
+prompted judge's scores, so the search's rules (Eq. 1's ``(q + 1) / 2``, ``V``, the fast profile's
+accept/hold) apply unchanged. P(unsafe) is read once per answer at the prompt's last token;
+P(complies) from the mean state over the answer's latest tokens (``latent.features``).
+
+Nothing is decoded for it: the search's drafts, candidates and rollouts already decoded the answer's
+tokens and the engine kept the probe layer's rows (``engine.hidden_states``); only a token that was
+sampled but never fed back (a rollout's last) is decoded, as the extension of its cached branch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from rainlocal.latent.features import reply_window
+from rainlocal.latent.probes import ProbeSet
+
+
+class LatentEvaluator:
+    """Scores answers to one prompt with ``probes`` on ``engine``'s states.
+
+    ``prompt`` is the prompt's tokens on ``engine``. ``score_tokens`` takes the answer's tokens as the
+    search made them (the states are then already there); ``score`` takes text (re-tokenized, e.g. for a
+    ``--judge`` model with another tokenizer, or text cut at a stop string)."""
+
+    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int]):
+        self.engine = engine
+        self.probes = probes
+        self.prompt = [int(t) for t in prompt]
+        engine.want_layers([probes.layer])
+        self._p_unsafe: float | None = None
+        self.calls = 0
+        self.last: dict[str, float] = {}
+
+    @property
+    def p_unsafe(self) -> float:
+        """P(the request is unsafe), read at the prompt's last token (known before the first answer token)."""
+        if self._p_unsafe is None:
+            st = self.engine.hidden_states(self.prompt, len(self.prompt) - 1)
+            self._p_unsafe = self.probes.p_unsafe(st[0, 0])
+        return self._p_unsafe
+
+    @property
+    def score_floor(self) -> float:
+        """The lowest score any answer to this request can get (a sure compliance): ``1 - 2 P(unsafe)``."""
+        return 1.0 - 2.0 * self.p_unsafe
+
+    def score_tokens(self, answer: Sequence[int]) -> float:
+        toks = [int(t) for t in answer]
+        while toks and self.engine.is_eog(toks[-1]):
+            toks.pop()
+        pu = self.p_unsafe
+        if not toks:
+            pc = 0.5  # nothing said yet: no evidence either way
+        else:
+            st = self.engine.hidden_states(self.prompt + toks, len(self.prompt))
+            pc = float(self.probes.p_comply(reply_window(st[:, 0, :]))[0])
+        self.calls += 1
+        harm = pu * pc
+        self.last = {"p_unsafe": pu, "p_comply": pc, "harm": harm}
+        return float(1.0 - 2.0 * harm)
+
+    def stop_reading(self) -> None:
+        """No more scores are needed for this answer (the fast loop's gate let it pass): the engine stops
+        copying states out of its decodes, so the rest of the answer decodes exactly as plain decoding."""
+        self.engine.want_layers([])
+
+    def score(self, answer_text: str) -> float:
+        text = answer_text.strip()
+        return self.score_tokens(self.engine.tokenize(text) if text else [])
+
+    def score_many(self, texts: Sequence[str]) -> list[float]:
+        return [self.score(t) for t in texts]
+
+
+def harm_of(score: float) -> float:
+    """The harm estimate behind a latent score (for display: ``s = 1 - 2 harm``)."""
+    return float(np.clip((1.0 - score) / 2.0, 0.0, 1.0))
