@@ -118,6 +118,12 @@ class Generator:
         digest = hashlib.sha1((ident + ":" + ",".join(map(str, tokens))).encode()).hexdigest()[:16]
         return bool(self.judge_engine.warm_prefix(tokens, Path(cache_dir) / "judge-prefix" / f"{digest}.state"))
 
+    def text_evaluator(self, messages: list[Message], settings: GenerationSettings):
+        """The self-evaluation that scores finished answers to ``messages`` (best-of-N, self-check): the
+        same judge, objective and score the search would use, latent included."""
+        prompt, _ = self.prompt(messages)
+        return self._evaluator(messages, prompt, settings)[1]
+
     def _evaluator(self, messages: list[Message], prompt: list[int], settings: GenerationSettings):
         """The self-evaluation for one answer: the latent judge when asked for and available (else the
         prompted judge, with ``without_latent``'s settings), created before the prompt is decoded so that
@@ -136,7 +142,7 @@ class Generator:
                 if self.judge_engine is self.engine:
                     return settings, LatentEvaluator(self.engine, probes, prompt)
                 judge_prompt = self.judge_engine.prompt_tokens(self._judge_formatter()(messages).parts)
-                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt)
+                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine)
             settings = replace(settings, rain=without_latent(settings.rain))
         return settings, SelfEvaluator(self.judge_engine, self.objective(settings.objective), messages,
                                        mode=settings.rain.score)

@@ -3,7 +3,7 @@
 Sample N vanilla answers (seeds ``seed+1, seed+2, ...``, the same sampling settings and stopping
 rule as the vanilla answer; the vanilla answer's own seed is skipped so that no sample is a free copy
 of an answer the engine has just cached), score each finished answer once with the same self-evaluation RAIN uses
-(``rainlocal.judge.self_eval.SelfEvaluator``: same objective, same judge model, same score mode),
+(``Generator.text_evaluator``: same objective, same judge model, same score, latent included),
 and keep the highest-scoring one (ties: the earlier sample).
 
 N is either fixed or chosen to match RAIN's measured compute: answers are drawn until the engine work
@@ -67,16 +67,13 @@ def best_of_n(
     """The best of N sampled answers by self-evaluation score, as a ``Done`` whose ``stats`` hold
     ``n``, every sample's ``scores``, ``seeds`` and the total ``tokens_decoded`` by phase (sampling
     and judging of all N). Give ``n`` (fixed) or ``match_work`` (draw until this much work is spent)."""
-    from rainlocal.judge.self_eval import SelfEvaluator
-
     if n is None and match_work is None:
         raise ValueError("best_of_n needs n or match_work")
     cap = max(1, int(n if n is not None else max_n))
     engines = engines_of(generator)
     t0 = time.perf_counter()
     start = _counters(engines)
-    evaluator = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective), messages,
-                              mode=settings.rain.score)
+    evaluator = generator.text_evaluator(messages, settings)
     vanilla = replace(settings, mode="vanilla")
     samples: list[Done] = []
     scores: list[float] = []
@@ -128,12 +125,8 @@ def fresh_start(generator: Generator, settings: GenerationSettings) -> None:
     other batches, and those tiny numeric differences change sampled tokens. So an interrupted and
     resumed eval gives the answers an uninterrupted one would, and no strategy profits from
     another's cache."""
-    from rainlocal.judge.self_eval import SelfEvaluator
-
     for e in engines_of(generator):
         reset = getattr(e, "reset", None)
         if reset is not None:
             reset()
-    ev = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective),
-                       [{"role": "user", "content": "Hello."}], mode=settings.rain.score)
-    ev.score("Hi")
+    generator.text_evaluator([{"role": "user", "content": "Hello."}], settings).score("Hi")

@@ -278,11 +278,13 @@ class EvalRunner:
     def _self_check(self, case: CheckCase) -> dict[str, Any]:
         """The case as the search's self-evaluation scores it (same judge model, objective and prompt
         as during RAIN), with both the paper's vote and the soft score."""
-        from rainlocal.judge.self_eval import SelfEvaluator
-
         gen = self.generator
-        ev = SelfEvaluator(gen.judge_engine, gen.objective(self.settings.objective), case.messages,
-                           mode=self.settings.rain.score)
+        ev = gen.text_evaluator(case.messages, self.settings)
+        if not hasattr(ev, "judge_probs"):  # the latent judge: one score, s = 1 - 2 P(unsafe) P(complies)
+            s = float(ev.score(case.answer))
+            return {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
+                    "objective": self.settings.objective, "label": case.label, "answer": case.answer,
+                    "vote": 1.0 if s >= 0 else -1.0, "soft": round(s, 6), "latent": dict(ev.last)}
         r = ev.judge_probs(case.answer)
         return {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
                 "objective": self.settings.objective, "label": case.label, "answer": case.answer,

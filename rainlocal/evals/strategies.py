@@ -113,7 +113,6 @@ def self_check(generator: Generator, messages: list[dict[str, Any]], settings: G
     """Vanilla, then one self-evaluation of the finished answer; a refusal instead when judged harmful.
     ``stats["self_check"]`` holds the score and whether it fired; ``tokens_decoded`` counts both."""
     from rainlocal.evals.bestofn import _counters, engines_of, run_answer
-    from rainlocal.judge.self_eval import SelfEvaluator
 
     engines = engines_of(generator)
     start = _counters(engines)
@@ -121,8 +120,7 @@ def self_check(generator: Generator, messages: list[dict[str, Any]], settings: G
     done = run_answer(generator, messages, replace(settings, mode="vanilla"), should_stop)
     if done.stop_reason == "interrupted":
         return done
-    ev = SelfEvaluator(generator.judge_engine, generator.objective(settings.objective), messages,
-                       mode=settings.rain.score)
+    ev = generator.text_evaluator(messages, settings)
     score = float(ev.score(done.text))
     fired = score < 0
     now = _counters(engines)

@@ -27,13 +27,17 @@ class LatentEvaluator:
     search made them (the states are then already there); ``score`` takes text (re-tokenized, e.g. for a
     ``--judge`` model with another tokenizer, or text cut at a stop string)."""
 
-    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int]):
+    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int], *, source: Any = None):
+        """``source``: the answering engine when it is not ``engine`` (a ``--judge`` model): its tokens are
+        turned into text and read again with the judge's tokenizer."""
         self.engine = engine
+        self.source = source if source is not engine else None
         self.probes = probes
         self.prompt = [int(t) for t in prompt]
         engine.want_layers([probes.layer])
         self._p_unsafe: float | None = None
         self.calls = 0
+        self.cache_hits = 0  # (the searches cache scores by text themselves)
         self.last: dict[str, float] = {}
 
     @property
@@ -50,6 +54,8 @@ class LatentEvaluator:
         return 1.0 - 2.0 * self.p_unsafe
 
     def score_tokens(self, answer: Sequence[int]) -> float:
+        if self.source is not None:
+            return self.score(self.source.detokenize([int(t) for t in answer]))
         toks = [int(t) for t in answer]
         while toks and self.engine.is_eog(toks[-1]):
             toks.pop()
@@ -71,7 +77,11 @@ class LatentEvaluator:
 
     def score(self, answer_text: str) -> float:
         text = answer_text.strip()
-        return self.score_tokens(self.engine.tokenize(text) if text else [])
+        source, self.source = self.source, None  # the text is tokenized by the judge itself
+        try:
+            return self.score_tokens(self.engine.tokenize(text) if text else [])
+        finally:
+            self.source = source
 
     def score_many(self, texts: Sequence[str]) -> list[float]:
         return [self.score(t) for t in texts]
