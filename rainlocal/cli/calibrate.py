@@ -62,7 +62,7 @@ def print_report(probes, path: Path, *, as_json: bool = False) -> None:
 
 
 def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, output: Path | None = None,
-                    show: bool = True):
+                    show: bool = True, limit: int | None = None):
     """Calibrate with a progress bar on stderr (when it is a terminal)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -75,13 +75,13 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
     def prompt_tokens(text: str) -> list[int]:
         return gen.prompt([{"role": "user", "content": text}])[0]
 
-    total = units(Plan.named(quick), len(candidate_layers(engine.n_layer)))
+    total = units(Plan.named(quick), len(candidate_layers(engine.n_layer)), limit)
     bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
                    disable=not (show and stderr.is_terminal), transient=True)
     with bar:
         task = bar.add_task("fit", total=total)
-        return calibrate(engine, prompt_tokens, quick=quick, own_labels=own_labels, output=output,
+        return calibrate(engine, prompt_tokens, quick=quick, own_labels=own_labels, output=output, limit=limit,
                          progress=lambda k: bar.advance(task, k))
 
 
@@ -92,6 +92,8 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
               help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
                    "writes them now and the refusal-string rule labels them.")
 @click.option("--force", is_flag=True, help="Fit again even if the model has probes.")
+@click.option("--limit", "limit", type=click.IntRange(20, None), default=None,
+              help="Fit on this many XSTest prompts only (a quick try: the measures are noisier).")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the probes here instead of the data directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measures as JSON.")
@@ -116,7 +118,7 @@ def command(opts: dict[str, Any]) -> None:
                     click.echo("(already fitted; --force fits again)")
                 return
         probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
-                                       output=opts["output"])
+                                       output=opts["output"], limit=opts["limit"])
         print_report(probes, path, as_json=opts["as_json"])
     finally:
         engine.close()

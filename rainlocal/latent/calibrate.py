@@ -59,28 +59,37 @@ def _extras(n: int) -> list:
     return out
 
 
-def units(plan: Plan, n_layers: int) -> int:
+def limited(prompts: list, limit: int | None) -> list:
+    if not limit or limit >= len(prompts):
+        return prompts
+    step = len(prompts) / limit
+    return [prompts[int(i * step)] for i in range(limit)]
+
+
+def units(plan: Plan, n_layers: int, limit: int | None = None) -> int:
     """Progress units: a reply or extra prompt decoded, an own reply written, a cross-validated fit."""
-    return (2 * plan.extra + len(_people_replies(plan.people_per_prompt)) + len(data.xstest_prompts()) * plan.own
-            + n_layers * len(PENALTIES))
+    ids = {p.id for p in limited(data.xstest_prompts(), limit)}
+    people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
+    return 2 * plan.extra + people + len(ids) * plan.own + n_layers * len(PENALTIES)
 
 
 def calibrate(engine, prompt_tokens: Callable[[str], list[int]], *, quick: bool = True,
               own_labels: Path | None = None, progress: Callable[[int], None] | None = None,
-              output: Path | None = None) -> tuple[ProbeSet, Path]:
+              output: Path | None = None, limit: int | None = None) -> tuple[ProbeSet, Path]:
     """Fit and save ``engine``'s probes; returns them and the file written.
 
     ``own_labels``: a CSV of the model's own replies labelled by reading (``prompt_id,reply,complied``);
-    without it the model writes its replies now and the refusal-string rule labels them."""
+    without it the model writes its replies now and the refusal-string rule labels them. ``limit``: only
+    that many XSTest prompts (every k-th, so every prompt type stays), for a quick try."""
     from rainlocal.gguf_info import content_fingerprint
 
     plan = Plan.named(quick)
     fp = content_fingerprint(engine.path)
     if own_labels is None and data.own_labels_path(fp).is_file():
         own_labels = data.own_labels_path(fp)  # a catalogue model's replies, labelled by reading
-    prompts = data.xstest_prompts()
-    replies = _people_replies(plan.people_per_prompt)
+    prompts = limited(data.xstest_prompts(), limit)
     unsafe = {p.id: p.unsafe for p in prompts}
+    replies = [r for r in _people_replies(plan.people_per_prompt) if r.prompt_id in unsafe]
     labelled = data.read_own_labels(own_labels) if (plan.own and own_labels) else []
     if labelled:
         replies += [Reply(r["prompt_id"], r["reply"], r["complied"].strip() == "1", unsafe[r["prompt_id"]], "own")

@@ -19,7 +19,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from rainlocal.search.events import Activity, Candidate, Check, Commit, Done, Rewind, Step
+from rainlocal.search.events import Activity, Candidate, Check, Commit, Done, Gate, Rewind, Step
 
 #: Rows of the live search view (the most visited candidates first).
 SEARCH_ROWS = 8
@@ -101,6 +101,9 @@ class ReplyState:
             self.candidates = list(ev.candidates)
         elif isinstance(ev, Activity):
             self.activity = ev.what
+        elif isinstance(ev, Gate):
+            self.activity = (f"answering: P(unsafe request) {ev.p_unsafe:.2f}, nothing to check" if ev.decision == "pass"
+                             else f"checking every clause: P(unsafe request) {ev.p_unsafe:.2f}")
         elif isinstance(ev, Check):
             self.checks += 1
             self.last_check = ev
