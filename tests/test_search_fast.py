@@ -1,6 +1,8 @@
 """The fast profile's loop (draft a clause, judge it once, search where the judge objects) on the
 scripted fake engine: what it shows, when it rewinds and how far."""
 
+import numpy as np
+
 from rainlocal.search.events import Check, Commit, Done, Gate, Rewind, Step
 from rainlocal.search.fast import clause_ends, draft_clause, fast_generate
 from rainlocal.search.settings import RainSettings, SamplingSettings, StopRule, profile_settings
@@ -299,3 +301,26 @@ def test_the_latent_judge_is_given_the_tokens_the_search_decoded_not_text_to_tok
     assert judge.tokens and judge.texts == []
     shown = events[-1].tokens
     assert any(t == shown[: len(t)] for t in judge.tokens)  # the shown answer's own clauses were judged
+
+
+def test_a_judge_that_reads_states_also_gives_the_tree_search_its_embeddings():
+    from rainlocal.search.rain import rain_generate
+
+    eng = engine()
+    judge = LatentLike(eng, 0.9)
+    calls = []
+
+    def embed_suffixes(context, tokens, starts):
+        calls.append((list(context), list(tokens), list(starts)))
+        rows = np.zeros((len(starts), 8), dtype=np.float32)
+        for i, s in enumerate(starts):
+            rows[i, len(tokens[s:]) % 8] = 1.0  # any unit rows will do
+        return rows
+
+    judge.embed_suffixes = embed_suffixes
+    before = eng.embed_calls
+    events = list(rain_generate(eng, PROMPT, judge, profile_settings("paper").with_overrides({"T": 4, "min_searches": 2}),
+                                SamplingSettings(seed=0), StopRule(max_tokens=4)))
+    assert isinstance(events[-1], Done)
+    assert calls and all(c[0][: len(PROMPT)] == PROMPT for c in calls)  # read after the prompt and answer
+    assert eng.embed_calls == before  # the engine embedded nothing itself

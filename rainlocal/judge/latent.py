@@ -70,6 +70,19 @@ class LatentEvaluator:
         self.last = {"p_unsafe": pu, "p_comply": pc, "harm": harm}
         return float(1.0 - 2.0 * harm)
 
+    def embed_suffixes(self, context: Sequence[int], tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray | None:
+        """RAIN's embeddings for the similarity update (Eq. 2) and dynamic node addition from the same states:
+        the mean probe-layer state of ``tokens[start:]`` (read after ``context``) for each start, centred by the
+        mean reply state the probes were fitted on and normalised, so nothing is decoded for them either.
+        None where the states are another model's (a ``--judge`` model)."""
+        if self.source is not None or not len(tokens):
+            return None
+        from rainlocal.engine.base import centred_units, suffix_means
+
+        ctx = [int(t) for t in context]
+        st = self.engine.hidden_states(ctx + [int(t) for t in tokens], len(ctx))[:, 0, :]
+        return centred_units(suffix_means(st, starts, 0), self.probes.probes["comply"].mean.astype(np.float32))
+
     def stop_reading(self) -> None:
         """No more scores are needed for this answer (the fast loop's gate let it pass): the engine stops
         copying states out of its decodes, so the rest of the answer decodes exactly as plain decoding."""

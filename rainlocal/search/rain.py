@@ -231,7 +231,11 @@ class RainSearch:
         cached = self._emb_cache.get(key)
         missing = [s for s in dict.fromkeys(valid) if cached is None or s not in cached]
         if missing:
-            rows = self.engine.embed_suffixes(tokens, missing)
+            # a judge that reads the model's own states embeds from them (nothing decoded); else the engine
+            from_states = getattr(self.evaluator, "embed_suffixes", None)
+            rows = from_states(self.prompt + self.answer, tokens, missing) if from_states is not None else None
+            if rows is None:
+                rows = self.engine.embed_suffixes(tokens, missing)
             cached = {**(cached or {}), **{s: np.asarray(r, dtype=np.float64) for s, r in zip(missing, rows)}}
             self._emb_cache[key] = cached
             self.embeddings += len(missing)
