@@ -145,7 +145,7 @@ class LatentJudge(EvalJudge):
         from rainlocal.latent.features import WINDOW
 
         msgs, _ = self.gen.fit(list(messages), WINDOW + 1)
-        prompt, _ = self.gen.prompt(msgs)
+        prompt = self.engine.prompt_tokens(self.gen.formatter(msgs).parts)  # as Generator.prompt, never refused
         reply = self.engine.tokenize(answer.strip() or " ")[:WINDOW]
         room = self.engine.n_ctx - len(reply) - 1
         if len(prompt) > room:  # one message longer than the context: keep its end (the request's last state)
