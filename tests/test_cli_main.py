@@ -11,7 +11,7 @@ def test_every_command_is_registered(rl_home):
     r = run_cli(["--help"], env_home=rl_home, timeout=60)
     assert r.returncode == 0
     listed = {line.split()[0] for line in r.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == {"bench", "chat", "eval", "history", "models", "run", "serve"}
+    assert listed == {"bench", "calibrate", "chat", "eval", "history", "models", "run", "serve"}
 
 
 def test_a_command_module_that_fails_to_import_fails_loudly(monkeypatch):
