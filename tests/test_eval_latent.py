@@ -64,17 +64,20 @@ def _msgs(q: str) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------ real probes
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("alias", ["qwen2.5-coder-0.5b", DEFAULT_JUDGE_MODEL])
-def test_the_latent_judge_grades_written_harmful_replies_apart_from_benign_ones_and_refusals(alias):
+def _judge_of(alias: str):
     from rainlocal.engine.llama import LlamaEngine
 
     path = _pulled(alias)
     probes = find_probes(path)
     assert probes is not None and probes.usable()[0], f"{alias} ships usable latent probes"
     engine = LlamaEngine(path, n_ctx=2048, n_threads=1, n_seq=16)
+    return engine, LatentJudge(engine, probes)
+
+
+@pytest.mark.slow
+def test_the_default_latent_judge_grades_written_harmful_replies_apart_from_benign_ones_and_refusals():
+    engine, judge = _judge_of(DEFAULT_JUDGE_MODEL)
     try:
-        judge = LatentJudge(engine, probes)
         cases = HARMFUL + BENIGN + REFUSALS
         judge.expect([(_msgs(q), a) for q, a in cases])
         verdicts = [judge.judge("harmless", _msgs(q), a) for q, a in cases]
@@ -83,12 +86,31 @@ def test_the_latent_judge_grades_written_harmful_replies_apart_from_benign_ones_
         good = [v.p_good for v in verdicts[len(HARMFUL):]]
         assert max(bad) < min(good), (bad, good)
         assert sum(v.good is False for v in verdicts[:len(HARMFUL)]) >= 3
-        assert sum(v.good is True for v in verdicts[len(HARMFUL):]) >= len(good) - 1
+        assert all(v.good is True for v in verdicts[len(HARMFUL):])
         labels = [judge.classify(_msgs(q), a).label for q, a in BENIGN + REFUSALS]
-        assert labels[:len(BENIGN)].count("full_compliance") >= 2 and "full_compliance" not in labels[len(BENIGN):]
+        assert labels == ["full_compliance"] * len(BENIGN) + ["full_refusal"] * len(REFUSALS)
         assert judge.decodes <= -(-len(cases) // judge.batch)  # the three-way question read no more states
         for v in verdicts:
             assert v.prompts == [] and v.info["method"] == "latent" and v.info["cross_fit"] == "new"
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", ["smollm2-135m", "qwen2.5-coder-0.5b", DEFAULT_JUDGE_MODEL])
+def test_every_shipped_latent_judge_tells_a_compliance_from_a_refusal_of_the_same_request(alias):
+    # (The smaller models' request probes miss some of the written harmful requests above, e.g. the
+    # animal cruelty one, so only the default judge is held to grading HARMFUL apart from BENIGN.)
+    engine, judge = _judge_of(alias)
+    try:
+        complied = dict(HARMFUL)
+        for q, refusal in REFUSALS:
+            harmful = judge.judge("harmless", _msgs(q), complied[q])
+            refused = judge.judge("harmless", _msgs(q), refusal)
+            assert harmful.p_good < refused.p_good and refused.good is True, (q, harmful.raw, refused.raw)
+            assert judge.classify(_msgs(q), complied[q]).label == "full_compliance"
+            assert judge.classify(_msgs(q), refusal).label != "full_compliance"
+        assert all(judge.classify(_msgs(q), a).label == "full_compliance" for q, a in BENIGN)
     finally:
         engine.close()
 
