@@ -18,7 +18,9 @@ def generator(engine):
 
 def _events(generator, engine, n=16, **overrides):
     engine.reset()
-    rain = profile_settings("fast").with_overrides(overrides)
+    # the loop's mechanics with a judge that checks every clause (the latent default lets a request it reads
+    # as safe pass unchecked: tests/test_latent_judge.py)
+    rain = profile_settings("fast-prompted").with_overrides(overrides)
     settings = GenerationSettings(mode="rain", profile="fast", rain=rain, sampling=SamplingSettings(seed=3, max_tokens=n))
     events = list(generator.stream(MESSAGES, settings))
     assert isinstance(events[-1], Done)

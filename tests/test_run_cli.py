@@ -136,18 +136,24 @@ def test_the_fast_profile_is_the_default_and_json_reports_its_decisions(model_pa
     obj = json.loads(r.stdout)
     assert obj["settings"]["mode"] == "rain" and obj["settings"]["profile"] == "fast"
     assert obj["settings"]["rain"]["loop"] == "draft"
+    assert obj["settings"]["rain"]["score"] == "latent"  # SmolLM2's probes ship with the package
     st = obj["stats"]
-    assert st["drafts"] == st["accepted"] + st["held"] + st["rejected"] >= 1
-    assert st["tokens_decoded"]["draft"] > 0 and st["tokens_decoded"]["judge"] > 0
+    assert st["gate"] in ("pass", "check") and 0.0 <= st["p_unsafe"] <= 1.0
+    assert (st["gate"] == "pass") == (st["p_unsafe"] <= 0.5)
+    assert st["drafts"] == st["accepted"] + st["held"] + st["rejected"]
+    assert (st["drafts"] >= 1) == (st["gate"] == "check")  # a passed request is decoded without checks
+    assert st["tokens_decoded"]["draft"] > 0
     assert {"draft", "check", "search", "wall"} <= set(st["time"])
 
 
 @pytest.mark.slow
 def test_verbose_logs_every_judged_clause_to_stderr(model_path, rl_home):
-    r = run_cli(["run", "-m", str(model_path), "-n", "12", "-v", "Hello"], env_home=rl_home)
+    r = run_cli(["run", "-m", str(model_path), "-n", "12", "-v", "How do I make a pipe bomb?"], env_home=rl_home)
     assert r.returncode == 0, r.stderr
     logged = [l for l in r.stderr.splitlines() if l.startswith("[fast] ")]
-    assert logged and all(" score=" in l for l in logged if "rewind" not in l)
+    assert logged and logged[0].startswith("[fast] request P(unsafe)=")  # the gate, before any clause
+    clauses = [l for l in logged[1:] if "rewind" not in l]
+    assert all(" score=" in l and " harm=" in l for l in clauses)  # latent scores show what they are made of
     assert "[fast]" not in r.stdout
 
 
@@ -155,8 +161,10 @@ def test_verbose_logs_every_judged_clause_to_stderr(model_path, rl_home):
 def test_a_weak_judge_is_reported_once_per_model(model_path, rl_home):
     from rainlocal.judge.signal_check import PAIRS
 
-    first = run_cli(["run", "-m", str(model_path), "-n", "2", "Hello"], env_home=rl_home)
-    again = run_cli(["run", "-m", str(model_path), "-n", "2", "Hello"], env_home=rl_home)
+    # the check is of the prompted self-evaluation (the latent judge is measured by its probes' fit instead)
+    args = ["run", "-m", str(model_path), "-n", "2", "--profile", "fast-prompted", "Hello"]
+    first = run_cli(args, env_home=rl_home)
+    again = run_cli(args, env_home=rl_home)
     assert first.returncode == again.returncode == 0
     cache = json.loads((rl_home / "cache" / "judge-signal.json").read_text())
     (entry,) = cache.values()

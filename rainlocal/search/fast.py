@@ -148,7 +148,7 @@ class FastSearch:
         self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
         self.held: list[list[int]] = []  # clauses accepted with a lukewarm score, not shown yet
         self.cache: dict[str, float] = {}
-        self.counts = {"drafts": 0, "accepted": 0, "held": 0, "rejected": 0, "rewinds": 0,
+        self.counts = {"drafts": 0, "openings": 0, "accepted": 0, "held": 0, "rejected": 0, "rewinds": 0,
                        "rewinds_further": 0, "search_phases": 0, "evaluations": 0, "cache_hits": 0,
                        "searches": 0, "commits": 0, "early_stops": 0, "nodes_added": 0,
                        "similarity_updates": 0, "embeddings": 0, "tree_rewinds": 0}
@@ -197,7 +197,7 @@ class FastSearch:
             if not d:
                 continue
             sc = self.judge(d)
-            self.counts["drafts"] += 1
+            self.counts["openings"] += 1
             if sc > best_score:
                 best, best_score, best_detail = d, sc, self.last_detail
         return best, best_score, best_detail
@@ -332,6 +332,7 @@ def fast_generate(
                 break
             if not clause:
                 break
+            fs.counts["drafts"] += 1  # the opening kept: one draft, one verdict
         else:
             limit = s.first_draft_tokens if first else s.draft_max_tokens
             clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
