@@ -152,9 +152,18 @@ def test_vanilla_answers_are_identical_on_the_server(remote, engine):
 
 @pytest.mark.slow
 def test_a_short_fast_rain_answer_is_identical_on_the_server(remote, engine):
-    settings = GenerationSettings(mode="rain", profile="fast", rain=profile_settings("fast"),
+    # the prompted judge on both: a server gives no hidden states, so the latent judge is not there to compare
+    settings = GenerationSettings(mode="rain", profile="fast-prompted", rain=profile_settings("fast-prompted"),
                                   sampling=SamplingSettings(seed=3, max_tokens=16))
     assert _answer(remote, settings) == _answer(engine, settings)
+
+
+@pytest.mark.slow
+def test_the_default_profile_on_a_server_says_in_one_line_that_the_latent_judge_is_unavailable(llama_server, rl_home):
+    r = run_cli(["run", "--engine", llama_server, "-n", "6", "Hello"], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    notes = [l for l in r.stderr.splitlines() if "hidden states" in l]
+    assert len(notes) == 1 and "prompted judge" in notes[0]
 
 
 # -- the command line -------------------------------------------------------------------------------
