@@ -68,7 +68,8 @@ def test_bench_runs_vanilla_fast_and_paper_on_xstest_prompts_spread_over_types(m
         assert 0 < s["first_commit_s_median"] <= s["first_commit_s_max"] <= s["wall_s"]
         assert s["decode_batch_width"] >= 1
     fast = res["strategies"]["fast"]["tokens_decoded"]
-    assert fast["draft"] > 0 and fast["judge"] > 0
+    assert fast["draft"] > 0  # safe requests: the latent judge decodes nothing, or the last token of a clause
+    assert res["settings"]["strategies"]["fast"]["score"] == "latent"
     assert res["strategies"]["paper"]["tokens_decoded"]["draft"] == 0
     ratio = res["ratios"]["fast/vanilla"]
     assert ratio["first_commit_median"] == pytest.approx(
