@@ -323,29 +323,23 @@ def fast_generate(
         yield Activity("drafting")
         t0 = time.perf_counter()
         first = not base
-        if first and s.opening_drafts > 1 and gate is not None:
+        opening = first and s.opening_drafts > 1 and gate is not None
+        if opening:  # several openings, judged as they are drafted
             clause, score, detail = fs.opening(should_stop)
-            t1 = time.perf_counter()
-            fs.times["draft"] += t1 - t0
-            if should_stop is not None and should_stop():
-                reason = "interrupted"
-                break
-            if not clause:
-                break
-            fs.counts["drafts"] += 1  # the opening kept: one draft, one verdict
         else:
             limit = s.first_draft_tokens if first else s.draft_max_tokens
             clause = draft_clause(engine, fs.prompt, base, sampling, stop, s.rollout_delimiters,
                                   max(limit, 1), fs.rng, should_stop, 1 if first else max(s.min_clause_tokens, 1))
-            t1 = time.perf_counter()
-            fs.times["draft"] += t1 - t0
-            if should_stop is not None and should_stop():
-                reason = "interrupted"
-                break
-            if not clause:
-                yield from fs.release_held()
-                break
-            fs.counts["drafts"] += 1
+        t1 = time.perf_counter()
+        fs.times["draft"] += t1 - t0
+        if should_stop is not None and should_stop():
+            reason = "interrupted"
+            break
+        if not clause:
+            yield from fs.release_held()
+            break
+        fs.counts["drafts"] += 1  # (of the openings, the one kept: one draft, one verdict)
+        if not opening:
             yield Activity("checking")
             score = fs.judge(base + clause)
             detail = fs.last_detail
