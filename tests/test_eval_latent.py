@@ -260,6 +260,15 @@ def test_the_default_evaluation_judge_is_latent_when_its_probes_are_usable(tmp_p
     assert (c.method, c.path) == ("probs", answerer) and "no probes" in c.note
     with pytest.raises(UsageError, match="no probes"):
         choose_judge("latent", str(answerer), answerer, resolve=resolve)
+    # The default never grades with the probes of the model that answers (or guides the search).
+    pulled = lambda spec, pull=True: judge_file if spec == DEFAULT_JUDGE_MODEL else Path(spec)  # noqa: E731
+    assert choose_judge(None, None, answerer, resolve=pulled).method == "latent"
+    c = choose_judge(None, None, judge_file, resolve=pulled)
+    assert (c.method, c.path) == ("probs", judge_file) and "would grade what they steered" in c.note
+    assert choose_judge(None, None, answerer, resolve=pulled, searching=[judge_file]).method == "probs"
+    with pytest.raises(UsageError, match="--judge-model"):
+        choose_judge("latent", None, answerer, resolve=pulled, searching=[judge_file])
+    assert choose_judge(None, str(judge_file), judge_file, resolve=pulled).method == "latent"  # named: allowed
     with pytest.raises(UsageError, match="several --engine servers"):
         choose_judge("latent", None, answerer, resolve=resolve, local=False)
 

@@ -295,13 +295,25 @@ def _named(path: Path, own: bool) -> str:
     return f"local GGUF {path.name}" + (" (the answering model itself)" if own else "")
 
 
+def _same_model(a: Path, b: Path) -> bool:
+    from rainlocal.gguf_info import content_fingerprint
+
+    try:
+        return a.resolve() == b.resolve() or content_fingerprint(a) == content_fingerprint(b)
+    except OSError:  # e.g. a model named by an inference server, not a local file
+        return False
+
+
 def choose_judge(method: str | None, judge_model: str | None, model_path: Path, *,
-                 resolve: Callable[..., Path], local: bool = True, previous: str | None = None) -> JudgeChoice:
+                 resolve: Callable[..., Path], local: bool = True, previous: str | None = None,
+                 searching: Sequence[Path] = ()) -> JudgeChoice:
     """The local evaluation judge. ``method`` None is the default: the latent judge of ``judge_model``
     (else ``DEFAULT_JUDGE_MODEL``, if already pulled) when its probes are usable, else the prompted judge
     (``probs``) of ``judge_model`` or of the answering model. ``previous`` is the method of an output
     directory being resumed (the default keeps it); ``local`` False: the judge cannot be a local file
-    read for states (several inference servers)."""
+    read for states (several inference servers). ``searching``: the models whose probes may steer the
+    answers (the answering model, the search's ``--judge``); the default never grades with their probes,
+    which would grade what they steered (``--judge-model`` can still name one)."""
     if method is None and previous in ("probs", "generate"):
         method = previous
     if method in ("probs", "generate"):
@@ -325,6 +337,10 @@ def choose_judge(method: str | None, judge_model: str | None, model_path: Path, 
             if method == "latent":
                 raise
             why = f"{e}"
+        if path is not None and any(_same_model(path, m) for m in [model_path, *searching]):
+            why = (f"the default latent judge {path.name} is the model that answers (or guides the search), whose "
+                   "probes would grade what they steered; name a judge with --judge-model")
+            path = None
     if path is not None:
         probes, pid, why = probes_file(path)
         if probes is not None:
