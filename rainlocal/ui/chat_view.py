@@ -265,15 +265,15 @@ class ChatView:
             table.add_row("", Text(f"+{len(ranked) - SEARCH_ROWS} more", style="dim"), "", "", "")
         return table
 
-    def rejected_clauses(self, checks: list[Check]) -> Table:
-        """After a fast-profile reply: every drafted clause the judge rejected, with its score."""
-        table = Table(title=Text("clauses the judge rejected (the search replaced them)", style="dim"),
-                      title_justify="left", box=None, header_style="dim", padding=(0, 1), show_edge=False)
+    def rejected_clauses(self, checks: list[Check]) -> Group:
+        """After a fast-profile reply: every drafted clause the judge rejected, with its score. (The title is
+        a line of its own: as a table title it wrapped to the width of a table of short clauses.)"""
+        table = Table(box=None, header_style="dim", padding=(0, 1), show_edge=False)
         table.add_column("score", justify="right")
         table.add_column("rejected clause", overflow="fold")
         for c in checks:
             table.add_row(Text(f"{c.score:+.2f}", style="red"), Text(branch_text(c.text, 60), style="red"))
-        return table
+        return Group(Text("clauses the judge rejected (the search replaced them)", style="dim"), table)
 
     def rejected_table(self, commits: list[CommitPoint], limit: int = 3) -> Table:
         """After the reply: at each commit, what RAIN kept and the visited branches it rejected."""
