@@ -23,7 +23,7 @@ def test_calibrate_fits_reports_and_writes_probes_that_load(model_path, tmp_path
     m = report["metrics"]
     for key in ("request", "comply_people", "product_people", "comply_own"):
         assert 0.0 <= m[key]["auc"] <= 1.0 and m[key]["n"] > 0
-    assert m["fit"]["own_labels"] == "refusal-string rule"  # no read labels given: the model wrote and the rule labelled
+    assert m["fit"]["own_labels"] == "read"  # a catalogue model: its own replies' shipped reading labels are found
     probes = ProbeSet.load(out)
     assert probes.layer == report["layer"] and set(probes.probes) >= {"request", "comply", "harm"}
     assert len(probes.folds) == 5 and sum(len(ids) for ids in probes.fold_ids) == 40
