@@ -35,16 +35,24 @@ class GenerationSettings:
         return d
 
 
+def formatter_for(engine, chat_format: str | None = None) -> ChatFormatter:
+    """The chat formatter of ``engine``'s model (its template, BOS and EOS; ``chat_format`` overrides)."""
+    return ChatFormatter(engine.chat_template, engine.token_text(getattr(engine, "bos_token", None)),
+                         engine.token_text(getattr(engine, "eos_token", None)), chat_format)
+
+
+def wants_latent(settings: GenerationSettings) -> bool:
+    """The latent judge is asked for: it judges harm, so only with the harmless objective."""
+    return settings.mode == "rain" and settings.rain.score == "latent" and settings.objective == "harmless"
+
+
 class Generator:
     """Answers conversations with one loaded engine (and optionally a separate judge engine)."""
 
     def __init__(self, engine, chat_format: str | None = None, judge_engine=None):
         self.engine = engine
         self.judge_engine = judge_engine or engine
-        self.formatter = ChatFormatter(
-            engine.chat_template, engine.token_text(getattr(engine, "bos_token", None)),
-            engine.token_text(getattr(engine, "eos_token", None)), chat_format,
-        )
+        self.formatter = formatter_for(engine, chat_format)
         self._objectives: dict[str, Any] = {}
         self._latent: tuple[Any, str] | None = None
 
@@ -105,7 +113,7 @@ class Generator:
         process's first self-evaluation does not decode it; True when restored from the cache."""
         if settings.mode != "rain" or not hasattr(self.judge_engine, "warm_prefix"):
             return False
-        if settings.rain.score == "latent" and settings.objective == "harmless" and self.latent()[0] is not None:
+        if wants_latent(settings) and self.latent()[0] is not None:
             return False  # no judge prompt to decode
         import hashlib
         from pathlib import Path
@@ -131,7 +139,7 @@ class Generator:
         from rainlocal.judge.self_eval import SelfEvaluator
         from rainlocal.search.settings import without_latent
 
-        if settings.rain.score == "latent" and settings.objective == "harmless":
+        if wants_latent(settings):
             probes, _why = self.latent()
             if probes is not None:
                 from rainlocal.judge.latent import LatentEvaluator
@@ -141,16 +149,11 @@ class Generator:
 
                 if self.judge_engine is self.engine:
                     return settings, LatentEvaluator(self.engine, probes, prompt)
-                judge_prompt = self.judge_engine.prompt_tokens(self._judge_formatter()(messages).parts)
+                judge_prompt = self.judge_engine.prompt_tokens(formatter_for(self.judge_engine)(messages).parts)
                 return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine)
             settings = replace(settings, rain=without_latent(settings.rain))
         return settings, SelfEvaluator(self.judge_engine, self.objective(settings.objective), messages,
                                        mode=settings.rain.score)
-
-    def _judge_formatter(self) -> ChatFormatter:
-        j = self.judge_engine
-        return ChatFormatter(j.chat_template, j.token_text(getattr(j, "bos_token", None)),
-                             j.token_text(getattr(j, "eos_token", None)), None)
 
     def objective(self, name: str):
         from rainlocal.judge.objectives import load_objective

@@ -84,9 +84,10 @@ def prepare_judge(generator, gen) -> None:
     note_engine_limits(generator.engine)
     from rainlocal.judge.signal_check import cached_check
     from rainlocal.paths import cache_dir
+    from rainlocal.generate import wants_latent
     from rainlocal.search.settings import without_latent
 
-    if gen.rain.score == "latent" and gen.objective == "harmless":
+    if wants_latent(gen):
         if ensure_latent(generator):
             return
         gen.rain = without_latent(gen.rain)
@@ -118,7 +119,7 @@ def ensure_latent(generator) -> bool:
 
         stderr.print(f"{engine.path.name} has no latent-judge probes yet: fitting them once (rainlocal calibrate)",
                      markup=False, highlight=False, soft_wrap=True)
-        fitted, path = run_calibration(engine, quick=True)
+        _, path = run_calibration(engine, quick=True)
         engine.reset()
         generator.forget_latent()
         probes, why = generator.latent()

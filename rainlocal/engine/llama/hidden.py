@@ -45,7 +45,7 @@ def _ggml_base():
         for path in sorted(glob.glob(os.path.join(lib_dir, pattern))):
             try:
                 lib = ctypes.CDLL(path)
-                lib.ggml_get_name.restype = ctypes.c_char_p
+                lib.ggml_get_name.restype = ctypes.c_void_p  # the name's address: read in place
                 lib.ggml_get_name.argtypes = [ctypes.c_void_p]
                 lib.ggml_nelements.restype = ctypes.c_int64
                 lib.ggml_nelements.argtypes = [ctypes.c_void_p]
@@ -102,10 +102,7 @@ class HiddenCapture:
     def _name(self, t: int) -> bytes:
         if self._name_off is None:
             # the offset of ``name`` in ggml_tensor, found once from the library's own accessor
-            addr_of = self._lib["ggml_get_name"]  # a second handle, returning the address
-            addr_of.restype = ctypes.c_void_p
-            addr_of.argtypes = [ctypes.c_void_p]
-            self._name_off = int(addr_of(t)) - int(t)
+            self._name_off = int(self._lib.ggml_get_name(t)) - int(t)
         return ctypes.string_at(t + self._name_off, 12)
 
     def _on_node(self, t, ask, _user) -> bool:
