@@ -162,17 +162,14 @@ class LocalJudge(EvalJudge):
     """A local GGUF model as the evaluation judge (letter probabilities or a generated verdict)."""
 
     def __init__(self, engine: Any, *, method: str = "probs", chat_format: str | None = None, max_new_tokens: int = 16):
-        from rainlocal.engine.formats import ChatFormatter
+        from rainlocal.generate import formatter_for
 
         if method not in ("probs", "generate"):
             raise UsageError(f"--judge-method must be probs or generate, got {method!r}")
         self.engine = engine
         self.method = method
         self.max_new_tokens = max_new_tokens
-        self.formatter = ChatFormatter(
-            engine.chat_template, engine.token_text(getattr(engine, "bos_token", None)),
-            engine.token_text(getattr(engine, "eos_token", None)), chat_format,
-        )
+        self.formatter = formatter_for(engine, chat_format)
         name = getattr(getattr(engine, "path", None), "name", None) or type(engine).__name__
         self.description = f"local GGUF {name}"
         self._holds_prefixes = hasattr(engine, "trim")  # an inference server keeps its own prompt cache
