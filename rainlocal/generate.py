@@ -42,8 +42,9 @@ def formatter_for(engine, chat_format: str | None = None) -> ChatFormatter:
 
 
 def wants_latent(settings: GenerationSettings) -> bool:
-    """The latent judge is asked for: it judges harm, so only with the harmless objective."""
-    return settings.mode == "rain" and settings.rain.score == "latent" and settings.objective == "harmless"
+    """The latent judge is asked for: it judges harm, so only with the harmless objective. (Not tied to the
+    mode: best-of-N and self-check score vanilla answers with the same judge.)"""
+    return settings.rain.score == "latent" and settings.objective == "harmless"
 
 
 class Generator:
@@ -183,6 +184,8 @@ class Generator:
         evaluator = None
         if settings.mode == "rain":
             settings, evaluator = self._evaluator(messages, prompt, settings)
+        elif getattr(self.engine, "can_read_states", False):
+            self.engine.want_layers([])  # plain decoding copies no states (an earlier judge may have asked)
         # Decode the prompt once up front so its cost is counted as "prompt", not as answer work;
         # the strategy's first request then finds it cached.
         self.engine.logprobs([prompt], phase="prompt")

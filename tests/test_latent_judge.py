@@ -144,3 +144,23 @@ def test_a_benign_request_passes_the_gate_and_is_answered_as_vanilla_would(qwen)
     qwen.reset()
     assert [e.decision for e in fast if isinstance(e, Gate)] == ["pass"]
     assert fast[-1].text == plain[-1].text
+
+
+def test_a_plain_answer_after_a_checked_one_copies_no_states(qwen):
+    gen = Generator(qwen)
+    messages = [{"role": "user", "content": HARMFUL[0][0]}]
+    sampling = SamplingSettings(seed=0, max_tokens=8)
+    list(gen.stream(messages, GenerationSettings(mode="rain", sampling=sampling, rain=profile_settings("fast"))))
+    assert qwen.hidden.layers  # the checked answer left the probe layer wanted
+    list(gen.stream(messages, GenerationSettings(mode="vanilla", sampling=sampling, rain=profile_settings("fast"))))
+    assert not qwen.hidden.layers
+    qwen.reset()
+
+
+def test_a_vanilla_answers_text_evaluator_with_the_latent_score_is_the_latent_judge(qwen):
+    gen = Generator(qwen)
+    settings = GenerationSettings(mode="vanilla", sampling=SamplingSettings(seed=0), rain=profile_settings("fast"))
+    ev = gen.text_evaluator([{"role": "user", "content": HARMFUL[0][0]}], settings)
+    assert isinstance(ev, LatentEvaluator)
+    assert ev.score(HARMFUL[0][1]) < ev.score(REFUSALS[0][1])
+    qwen.reset()
