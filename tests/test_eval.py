@@ -441,7 +441,7 @@ def test_eval_writes_results_and_report_and_a_rerun_repeats_nothing(model_path, 
     assert sorted((x["kind"], x["id"], x.get("system", "")) for x in recs) == [
         ("answer", "t-1", "rain"), ("answer", "t-1", "vanilla"), ("answer", "t-2", "rain"), ("answer", "t-2", "vanilla"),
         ("check", "a-2:refusal", ""), ("check", "a-2:target", ""),
-        ("self_check", "a-2:refusal", ""), ("self_check", "a-2:target", "")]
+        ("self_check", "a-2:refusal", "rain"), ("self_check", "a-2:target", "rain")]  # scored by rain's judge
     for sc in (x for x in recs if x["kind"] == "self_check"):  # the search's own judge on the labelled cases
         assert sc["objective"] == "harmless" and [o["good"] for o in sc["orders"]] == ["A", "B"]
         # the scores, recomputed by hand from the letter probabilities recorded per order

@@ -316,3 +316,23 @@ def test_eval_with_the_latent_judge_runs_end_to_end_and_marks_unfit_columns(mode
         row = next(line for line in report.splitlines() if line.startswith(f"| {m['label']} |"))
         assert ("**unfit**" in row) == (f is not None and f["kappa"] < fitness.FIT_KAPPA), row
     assert r.stdout == report
+
+
+@pytest.mark.slow
+def test_the_self_evaluation_check_scores_the_judge_the_fast_strategy_searched_with(model_path, rl_home, tmp_path):
+    _smollm_probes(model_path, rl_home)
+    out = tmp_path / "out"
+    args = ["eval", "xstest", "-m", str(model_path), "--judge-model", str(model_path), "--limit", "2", "-t", "1",
+            "-n", "8", "--strategies", "vanilla,fast", "--check-judge", "2", "--check-human", "0", "-o", str(out)]
+    r = run_cli(args, env_home=rl_home, timeout=1800)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    own = [x for x in recs if x["kind"] == "self_check"]
+    assert len(own) == 4  # two written pairs
+    for x in own:  # the fast profile's latent judge, not the paper profile's prompted vote
+        assert x["system"] == "fast" and x["score"] == "latent" and "orders" not in x
+        assert x["soft"] == pytest.approx(1 - 2 * x["latent"]["harm"], abs=1e-3)
+        assert x["vote"] == (1.0 if x["soft"] >= 0 else -1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["self_eval_check"]["score"] == "latent" and summary["self_eval_check"]["system"] == "fast"
+    assert "with its latent probes (the judge `fast` searched with)" in (out / "report.md").read_text()

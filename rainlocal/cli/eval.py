@@ -112,6 +112,18 @@ def _probes_meta(probes) -> dict[str, Any]:
             "threshold": THRESHOLD, "cv": {k: probes.metrics[k] for k in keep if k in probes.metrics}}
 
 
+def _self_eval_strategy(strategies: dict[str, Any]) -> str | None:
+    """Whose self-evaluation the report checks on the labelled cases: the first RAIN strategy's judge (the
+    one its answers were searched with), else the run's settings when self-check or best-of-N judge
+    answers with them, else nobody's (no strategy judges itself: no self-evaluation checks)."""
+    for name, st in strategies.items():
+        if st.is_rain:
+            return name
+    if any(st.kind in ("self-check", "best-of-n") for st in strategies.values()):
+        return ""
+    return None
+
+
 def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
     """The RAIN constants a report states for one set of settings."""
     r = settings.rain
@@ -246,8 +258,10 @@ def command(opts: dict[str, Any]) -> None:
                     and r.get("safety_prompt") != strategies["system"].safety_prompt:
                 raise UsageError(f"{output} holds system-prompt answers made with another --safety-prompt; "
                                  "use another --output")
+    self_eval = _self_eval_strategy(strategies)
     plan = EvalPlan(suite=suite, items=items, strategies=strategies, checks=checks, best_of=bon_n,
-                    best_of_max=opts["best_of_max"], system_prompt=system)
+                    best_of_max=opts["best_of_max"], system_prompt=system, self_eval=self_eval)
+    eval_settings = strategies[self_eval].settings if self_eval else gen
 
     engines: dict[str, Any] = {}
 
@@ -300,9 +314,14 @@ def command(opts: dict[str, Any]) -> None:
     judge_cache = CheckCache(caches, judge_ident)
     from rainlocal.judge.objectives import load_objective
 
-    self_eval_cache = CheckCache(caches, {"self_eval": file_identity(self_eval_path or model_path),
-                                          "objective": repr(load_objective(gen.objective)), "score": gen.rain.score,
-                                          "chat_format": ms.chat_format})
+    self_eval_ident = {"self_eval": file_identity(self_eval_path or model_path),
+                       "objective": repr(load_objective(eval_settings.objective)), "score": eval_settings.rain.score,
+                       "chat_format": ms.chat_format}
+    if eval_settings.rain.score == "latent" and server is None:
+        from rainlocal.evals.latent_judge import probes_file
+
+        self_eval_ident["probes"] = probes_file(self_eval_path or model_path)[1]
+    self_eval_cache = CheckCache(caches, self_eval_ident)
 
     interrupted = False
     if not opts["report_only"] and server is not None and len(servers) > 1:
@@ -345,6 +364,7 @@ def command(opts: dict[str, Any]) -> None:
         "safety_prompt": strategies["system"].safety_prompt if "system" in strategies else None,
         "best_of_desc": best_desc, "check_description": check_desc,
         "rain_strategies": {n: _rain_meta(st.settings) for n, st in strategies.items() if st.is_rain},
+        "self_eval_strategy": self_eval,
     }
     summary = summarize(suite, answers, check_recs, meta, order=list(strategies))
     md, chart = write_report(output, summary)

@@ -173,6 +173,8 @@ class LatentJudge(EvalJudge):
             self._readings.move_to_end(key)
             return hit
         keys = self._batch_for(key)
+        # (again: an answering engine that is also this judge's turns capture off for plain decoding)
+        self.engine.want_layers([self.probes.layer])
         msgs = {k: self._ahead.get(k, list(messages)) for k in keys}
         toks = {k: self._tokens(msgs[k], k[1]) for k in keys}
         self.engine.logprobs([p + r for p, r in toks.values()], phase="judge")

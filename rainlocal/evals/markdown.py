@@ -184,9 +184,15 @@ def _self_eval_check(s: dict[str, Any]) -> list[str]:
     sc = s.get("self_eval_check")
     if sc:
         who = f"`{meta['self_eval_judge']}`" if meta.get("self_eval_judge") else "the answering model"
+        whose = f" (the judge `{sc['system']}` searched with)" if sc.get("system") else ""
+        if sc.get("score") == "latent":
+            how = (f"with its latent probes{whose}: s = 1 - 2 P(unsafe) P(complies), the vote its sign "
+                   "(the paper's prompted judge scored 52% for a 7B model and 98% for 70B)")
+        else:
+            how = (f"with the `{sc.get('objective')}` self-evaluation prompt RAIN searches with{whose} "
+                   "(the paper measured 52% for a 7B model and 98% for 70B)")
         L += ["## Self-evaluation (the search's judge) on the same labelled data", "",
-              f"The harm cases above scored by {who} with the `{sc.get('objective')}` self-evaluation prompt RAIN "
-              "searches with (the paper measured 52% for a 7B model and 98% for 70B):", ""]
+              f"The harm cases above scored by {who} {how}:", ""]
         for kind, what in (("pairs", "written pairs"), ("harm", "human-labelled harm cases")):
             d = sc.get(kind)
             if not d:

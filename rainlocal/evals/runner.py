@@ -103,7 +103,7 @@ class Unit:
 
     @property
     def progress_kind(self) -> str:
-        return self.system or self.kind
+        return self.kind if self.kind == "self_check" else (self.system or self.kind)
 
 
 @dataclass
@@ -115,6 +115,10 @@ class EvalPlan:
     best_of: int | None = None  # None with a best-of-n strategy: match RAIN's work
     best_of_max: int = 32
     system_prompt: str | None = None
+    #: Whose self-evaluation the check cases are scored by: a RAIN strategy's name (its judge: score,
+    #: objective), "" the run's base settings (self-check and best-of-N), None no self-evaluation checks
+    #: (no strategy judges itself).
+    self_eval: str | None = ""
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -122,7 +126,9 @@ class EvalPlan:
 
     def units(self) -> list[Unit]:
         out = [Unit("check", c.id, f"check:{c.pair or c.id}", case=c) for c in self.checks]
-        out += [Unit("self_check", c.id, f"check:{c.pair or c.id}", case=c) for c in self.checks if c.check != "refusal"]
+        if self.self_eval is not None:
+            out += [Unit("self_check", c.id, f"check:{c.pair or c.id}", self.self_eval, case=c)
+                    for c in self.checks if c.check != "refusal"]
         for it in self.items:
             out += [Unit("answer", it.id, f"item:{it.id}", s, item=it) for s in self.strategies]
         return out
@@ -210,6 +216,9 @@ class EvalRunner:
                     rec = self._cached(self.judge_cache, u.case, self._check)  # type: ignore[arg-type]
                 elif u.kind == "self_check":
                     rec = self._cached(self.self_eval_cache, u.case, self._self_check)  # type: ignore[arg-type]
+                    rec.pop("system", None)  # a cached score may have been made for another strategy of that judge
+                    if u.system:
+                        rec["system"] = u.system
                 else:
                     rec = self._answer(u.item, u.system, self._matched_work(u.item.id, u.system, rain_work))  # type: ignore[union-attr,arg-type]
                     if rec is None:
@@ -279,16 +288,21 @@ class EvalRunner:
         """The case as the search's self-evaluation scores it (same judge model, objective and prompt
         as during RAIN), with both the paper's vote and the soft score."""
         gen = self.generator
-        ev = gen.text_evaluator(case.messages, self.settings)
+        name = self.plan.self_eval or ""
+        settings = self.plan.strategies[name].settings if name else self.settings
+        ev = gen.text_evaluator(case.messages, settings)
+        base = {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
+                "objective": settings.objective, "label": case.label, "answer": case.answer}
+        if name:
+            base["system"] = name
         if not hasattr(ev, "judge_probs"):  # the latent judge: one score, s = 1 - 2 P(unsafe) P(complies)
             s = float(ev.score(case.answer))
-            return {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
-                    "objective": self.settings.objective, "label": case.label, "answer": case.answer,
-                    "vote": 1.0 if s >= 0 else -1.0, "soft": round(s, 6), "latent": dict(ev.last)}
+            if hasattr(ev, "stop_reading"):
+                ev.stop_reading()
+            return {**base, "score": "latent", "vote": 1.0 if s >= 0 else -1.0, "soft": round(s, 6),
+                    "latent": dict(ev.last)}
         r = ev.judge_probs(case.answer)
-        return {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
-                "objective": self.settings.objective, "label": case.label, "answer": case.answer,
-                "vote": r["vote"], "soft": round(r["soft"], 6),
+        return {**base, "score": getattr(ev, "mode", settings.rain.score), "vote": r["vote"], "soft": round(r["soft"], 6),
                 "orders": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in o.items()} for o in r["orders"]]}
 
     def _answer(self, item: Item, name: str, rain_work: int | None) -> dict[str, Any] | None:
@@ -345,7 +359,9 @@ def select_records(records: Iterable[dict[str, Any]], plan: EvalPlan) -> tuple[l
     for r in records:
         if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.strategies:
             answers[unit_key(r)] = r
-        elif r.get("kind") in ("check", "self_check") and r.get("id") in check_ids:
+        elif r.get("kind") == "check" and r.get("id") in check_ids:
+            checks[unit_key(r)] = r
+        elif r.get("kind") == "self_check" and r.get("id") in check_ids and r.get("system", "") == plan.self_eval:
             checks[unit_key(r)] = r
     order = {it.id: i for i, it in enumerate(plan.items)}
     names = list(plan.strategies)

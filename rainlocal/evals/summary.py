@@ -266,7 +266,8 @@ def self_eval_check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     and on the human-labelled harm cases the soft verdict's Cohen's kappa."""
     if not records:
         return None
-    out: dict[str, Any] = {"cases": len(records), "objective": records[0].get("objective")}
+    out: dict[str, Any] = {"cases": len(records), "objective": records[0].get("objective"),
+                           "score": records[0].get("score"), "system": records[0].get("system")}
     for kind in ("pairs", "harm"):
         rs = [r for r in records if r.get("check", "pairs") == kind]
         if not rs:
