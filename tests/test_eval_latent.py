@@ -336,3 +336,42 @@ def test_the_self_evaluation_check_scores_the_judge_the_fast_strategy_searched_w
     summary = json.loads((out / "summary.json").read_text())
     assert summary["self_eval_check"]["score"] == "latent" and summary["self_eval_check"]["system"] == "fast"
     assert "with its latent probes (the judge `fast` searched with)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_rejudge_grades_the_kept_answers_with_the_latent_judge_and_keeps_the_verdicts_it_would_repeat(
+        model_path, rl_home, tmp_path):
+    from test_eval import write_hh
+
+    _smollm_probes(model_path, rl_home)
+    data = write_hh(tmp_path / "hh.jsonl")
+    out = tmp_path / "out"
+    base = ["eval", "hh", "-m", str(model_path), "--judge-model", str(model_path), "--data", str(data), "-t", "1",
+            "-n", "6", "--strategies", "vanilla", "--check-judge", "0", "--check-human", "0", "-o", str(out)]
+    r = run_cli([*base, "--judge-method", "probs"], env_home=rl_home, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = {x["id"]: x for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert all(not x["judgments"]["harmless"].get("info", {}).get("method") == "latent" for x in before.values())
+
+    # Another judge on the same output: refused without --rejudge, and nothing changes.
+    r = run_cli(base, env_home=rl_home, timeout=900)
+    assert r.returncode == 2 and "other settings" in r.stderr
+    # --rejudge with another setting than the judge: refused, the answers stay.
+    r = run_cli([*base, "--rejudge", "--seed", "7"], env_home=rl_home, timeout=900)
+    assert r.returncode == 2 and "every setting but the judge" in r.stderr and r.stderr.count("\n") == 1
+
+    r = run_cli([*base, "--rejudge"], env_home=rl_home, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the helpful verdicts are kept" in r.stderr  # the same prompted judge, checked on a spot sample
+    after = {x["id"]: x for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(after) == set(before)
+    for pid, a in after.items():
+        b = before[pid]
+        assert (a["reply"], a["wall_s"], a["tokens_decoded"]) == (b["reply"], b["wall_s"], b["tokens_decoded"])
+        assert a["judgments"]["harmless"]["info"]["method"] == "latent"
+        assert a["judgments"]["helpful"] == b["judgments"]["helpful"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["judge_method"] == "latent" and run["judges_before"][0]["judge_method"] == "probs"
+    # The run now is the latent judge's: a plain rerun has nothing to do.
+    r = run_cli(base, env_home=rl_home, timeout=900)
+    assert r.returncode == 0 and "nothing to do" in r.stderr

@@ -163,6 +163,9 @@ def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
 @click.option("-j", "--jobs", "jobs", type=int, default=1,
               help="Answer with N worker processes (each its own model, the threads split between them).")
 @click.option("--worker", "worker", default=None, hidden=True)
+@click.option("--rejudge", is_flag=True,
+              help="Grade the answers already in --output again with this command's evaluation judge (the answers "
+                   "are kept; every other setting must be the run's own), then go on as usual.")
 @click.option("--report-only", is_flag=True,
               help="Write the report from the results already in --output (nothing is run); e.g. while a run goes on.")
 @pass_options
@@ -244,7 +247,13 @@ def command(opts: dict[str, Any]) -> None:
     })
     if opts["report_only"] and not (output / "run.json").exists():
         raise UsageError(f"--report-only: no evaluation in {output} (no run.json)")
-    check_run_info(output, fingerprint)
+    rejudging = opts["rejudge"] and worker is None and not opts["report_only"]
+    if rejudging:
+        from rainlocal.evals.rejudge import switch_run_judge
+
+        old_settings = switch_run_judge(output, fingerprint, write=False)  # run.json changes once it is done
+    else:
+        check_run_info(output, fingerprint)
     best_desc = (f"N = {bon_n} samples" if bon_n else f"N chosen per prompt to match the engine work of the RAIN "
                  f"strategy before it (at most {opts['best_of_max']})")
     if "best-of-n" in strategies:
@@ -303,6 +312,13 @@ def command(opts: dict[str, Any]) -> None:
                                fallback=LocalJudge(judge_engine, method="probs", chat_format=chat_format))
         return LocalJudge(judge_engine, method=judge_method, chat_format=chat_format)
 
+    made: list[Any] = []
+
+    def shared_judge():  # one evaluation judge per process (the rejudge's is the runner's)
+        if not made:
+            made.append(make_judge())
+        return made[0]
+
     caches = cache_dir() / "eval-checks"
     judge_ident = {"judge": judge_id, "method": judge_method, "questions": question_fingerprint(),
                    "chat_format": ms.chat_format if judge_path == model_path else None}
@@ -324,7 +340,13 @@ def command(opts: dict[str, Any]) -> None:
     self_eval_cache = CheckCache(caches, self_eval_ident)
 
     interrupted = False
-    if not opts["report_only"] and server is not None and len(servers) > 1:
+    if rejudging:
+        interrupted = _rejudge(output, plan, shared_judge, old_settings)
+        if not interrupted:
+            switch_run_judge(output, fingerprint, write=True)
+    if interrupted:
+        pass
+    elif not opts["report_only"] and server is not None and len(servers) > 1:
         if self_eval_path or judge_path != model_path:
             raise UsageError("with several --engine servers the judges are the servers' model "
                              "(or --judge-url): drop --judge / --judge-model")
@@ -339,7 +361,7 @@ def command(opts: dict[str, Any]) -> None:
         interrupted = run_workers(opts["jobs"], ms.threads, plan, output, stderr)
     else:
         with Interrupts() as interrupts:
-            runner = EvalRunner(plan, output, gen, generator_factory=make_generator, judge_factory=make_judge,
+            runner = EvalRunner(plan, output, gen, generator_factory=make_generator, judge_factory=shared_judge,
                                 console=stderr, should_stop=lambda: interrupts.requested,
                                 judge_cache=judge_cache, self_eval_cache=self_eval_cache, worker=worker or (0, 1))
             try:
@@ -374,6 +396,28 @@ def command(opts: dict[str, Any]) -> None:
         sys.exit(EXIT_INTERRUPTED)
     click.echo(md.read_text(encoding="utf-8"), nl=False)
 
+
+
+def _rejudge(output: Path, plan, make_judge, old_settings: dict[str, Any]) -> bool:
+    """``--rejudge``: the plan's answers in ``output`` graded again by the judge ``make_judge`` builds
+    (``evals.rejudge``); True when interrupted (nothing was changed then)."""
+    from rainlocal.evals.rejudge import keepable, rejudge
+    from rainlocal.evals.runner import RESULTS, messages_for, select_records
+
+    items = {it.id: it for it in plan.items}
+    judge = make_judge()
+    with Interrupts() as interrupts:
+        try:
+            done = rejudge(output / RESULTS, plan.suite, lambda recs: select_records(recs, plan)[0], judge,
+                           lambda r: (messages_for(items[r["id"]], plan.system_prompt), items[r["id"]].extra),
+                           keep=keepable(old_settings, judge), console=stderr,
+                           should_stop=lambda: interrupts.requested)
+        except Interrupted:
+            _say("(interrupted) the rejudge changed nothing; rerun the same command to do it again")
+            return True
+    _say(f"rejudged {done['answers']} answers" + (f", kept the {', '.join(done['kept'])} verdicts" if done["kept"] else "")
+         + f"; {done['dropped_checks']} checks of the old judge dropped")
+    return False
 
 
 def _spread(plan, output: Path, gen, servers: list, chat_format, judge_method, http_judge, interrupts) -> None:
