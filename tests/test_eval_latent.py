@@ -354,7 +354,7 @@ def test_rejudge_grades_the_kept_answers_with_the_latent_judge_and_keeps_the_ver
     assert all(not x["judgments"]["harmless"].get("info", {}).get("method") == "latent" for x in before.values())
 
     # Another judge on the same output: refused without --rejudge, and nothing changes.
-    r = run_cli(base, env_home=rl_home, timeout=900)
+    r = run_cli([*base, "--judge-method", "latent"], env_home=rl_home, timeout=900)
     assert r.returncode == 2 and "other settings" in r.stderr
     # --rejudge with another setting than the judge: refused, the answers stay.
     r = run_cli([*base, "--rejudge", "--seed", "7"], env_home=rl_home, timeout=900)

@@ -232,7 +232,8 @@ def command(opts: dict[str, Any]) -> None:
 
         http_judge = None
         choice = choose_judge(opts["judge_method"], opts["judge_model"], model_path, resolve=resolve_model,
-                              local=len(servers) <= 1, previous=_previous_judge_method(output),
+                              local=len(servers) <= 1,
+                              previous=None if opts["rejudge"] else _previous_judge_method(output),
                               searching=[self_eval_path] if self_eval_path else [])
         if choice.note:
             _say(choice.note)
