@@ -562,3 +562,19 @@ def test_the_eta_is_a_lower_bound_while_a_kind_is_not_timed_yet():
     p.finish("vanilla", 1.0, "v")
     p.finish("rain", 30.0, "r")
     assert p.eta() == (0.0, False) and out.getvalue().rstrip().endswith("ETA 0s")
+
+
+def test_a_rain_setting_added_since_a_run_counts_as_its_default_there(tmp_path):
+    from dataclasses import asdict
+
+    from rainlocal.evals.runner import check_run_info, settings_diff
+    from rainlocal.search.settings import profile_settings
+
+    now = {"model": "m.gguf", "rain": asdict(profile_settings("paper"))}
+    then = {"model": "m.gguf", "rain": {k: v for k, v in now["rain"].items() if k != "opening_drafts"}}
+    assert settings_diff(then, now) == []
+    assert settings_diff(then, {**now, "rain": {**now["rain"], "opening_drafts": 4}}) == [("rain.opening_drafts", 1, 4)]
+    (tmp_path / "run.json").write_text(json.dumps({"settings": then}))
+    check_run_info(tmp_path, now)  # resumes
+    with pytest.raises(UsageError, match="other settings"):
+        check_run_info(tmp_path, {**now, "model": "other.gguf"})

@@ -46,9 +46,11 @@ def switch_run_judge(output: Path, fingerprint: dict[str, Any], *, write: bool) 
     except (ValueError, OSError) as e:
         raise UsageError(f"{path} is unreadable ({e}); use another --output") from None
     old = info.get("settings", {})
-    diff = [k for k in sorted(set(old) | set(fingerprint)) if k not in JUDGE_KEYS and old.get(k) != fingerprint.get(k)]
+    from rainlocal.evals.runner import settings_diff
+
+    diff = settings_diff(old, fingerprint, skip=JUDGE_KEYS)
     if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in diff[:4])
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:4])
         raise UsageError(f"--rejudge keeps the answers, so every setting but the judge must be the run's own ({shown})")
     if not write:
         return old

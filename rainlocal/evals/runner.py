@@ -24,7 +24,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -65,6 +65,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def settings_diff(old: dict[str, Any], new: dict[str, Any], *, skip: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """The settings that differ between a run's ``run.json`` and this command, as (key, old, new). A RAIN
+    setting added since the run was made counts as its default there: a new setting's default keeps the
+    behaviour it had before it existed (e.g. ``opening_drafts = 1``, one opening)."""
+    from rainlocal.search.settings import RainSettings
+
+    a, b = _flatten(old), _flatten(new)
+    for k, v in _flatten({"rain": asdict(RainSettings())}).items():
+        if k not in a and "rain" in old:
+            a[k] = v
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k.split(".", 1)[0] not in skip]
+
+
 def check_run_info(output: Path, fingerprint: dict[str, Any]) -> None:
     """Write ``run.json`` on the first run; refuse a rerun whose settings differ."""
     path = output / RUN_INFO
@@ -73,8 +87,10 @@ def check_run_info(output: Path, fingerprint: dict[str, Any]) -> None:
             old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
         except (ValueError, OSError) as e:
             raise UsageError(f"{path} is unreadable ({e}); use another --output") from None
-        a, b = _flatten(old), _flatten(fingerprint)
-        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        diffs = settings_diff(old, fingerprint)
+        a = {k: x for k, x, _ in diffs}
+        b = {k: y for k, _, y in diffs}
+        diff = [k for k, _, _ in diffs]
         if diff:
             shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
             raise UsageError(
