@@ -570,7 +570,7 @@ def test_a_rain_setting_added_since_a_run_counts_as_its_default_there(tmp_path):
     from rainlocal.evals.runner import check_run_info, settings_diff
     from rainlocal.search.settings import profile_settings
 
-    now = {"model": "m.gguf", "rain": asdict(profile_settings("paper"))}
+    now = json.loads(json.dumps({"model": "m.gguf", "rain": asdict(profile_settings("paper"))}))  # as run.json holds it
     then = {"model": "m.gguf", "rain": {k: v for k, v in now["rain"].items() if k != "opening_drafts"}}
     assert settings_diff(then, now) == []
     assert settings_diff(then, {**now, "rain": {**now["rain"], "opening_drafts": 4}}) == [("rain.opening_drafts", 1, 4)]
