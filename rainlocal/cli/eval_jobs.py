@@ -138,7 +138,9 @@ def total_threads(threads: int | None) -> int:
 
 
 def _kind(rec: dict[str, Any]) -> str:
-    return rec.get("system") or rec.get("kind", "")
+    """The progress kind of a written record, as ``Unit.progress_kind`` names it."""
+    kind = rec.get("kind", "")
+    return kind if kind == "self_check" else (rec.get("system") or kind)
 
 
 class _Tail:

@@ -225,7 +225,8 @@ class EvalRunner:
             for u in todo:
                 if self.should_stop():
                     raise Interrupted("interrupted")
-                label = f"{u.id} {u.system or _CHECK_LABELS[u.kind]}".strip()
+                label = (f"{u.id} {_CHECK_LABELS[u.kind]}" + (f" ({u.system})" if u.system else "") if u.kind != "answer"
+                         else f"{u.id} {u.system}")
                 progress.start(label)
                 t0 = time.perf_counter()
                 if u.kind == "check":
