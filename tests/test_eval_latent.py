@@ -360,6 +360,11 @@ def test_rejudge_grades_the_kept_answers_with_the_latent_judge_and_keeps_the_ver
     r = run_cli([*base, "--rejudge", "--seed", "7"], env_home=rl_home, timeout=900)
     assert r.returncode == 2 and "every setting but the judge" in r.stderr and r.stderr.count("\n") == 1
 
+    # --rejudge of only some of the answers: refused (the others would keep the old judge's verdicts).
+    r = run_cli([*base, "--rejudge", "--limit", "1"], env_home=rl_home, timeout=900)
+    assert r.returncode == 2 and "give the run's --strategies and --limit" in r.stderr
+    assert json.loads((out / "run.json").read_text())["settings"]["judge_method"] == "probs"
+
     r = run_cli([*base, "--rejudge"], env_home=rl_home, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "the helpful verdicts are kept" in r.stderr  # the same prompted judge, checked on a spot sample

@@ -86,6 +86,12 @@ def rejudge(results: Path, suite: str, answers_of: Callable[[list[dict]], list[d
     records = read_records(results, repair=False)
     answers = answers_of(records)
     mine = {id(r) for r in answers}
+    keys = {(r.get("id"), r.get("system")) for r in answers}  # (an older duplicate of one of them is never read)
+    others = sorted({f"{r.get('system')} {r.get('id')}" for r in records if r.get("kind") == "answer"
+                     and id(r) not in mine and (r.get("id"), r.get("system")) not in keys})[:4]
+    if others:  # they would keep the old judge's verdicts in a run that says it has the new one
+        raise UsageError(f"--rejudge grades every answer in {results.parent}, and some are not in this command's "
+                         f"strategies and prompts (e.g. {', '.join(others)}): give the run's --strategies and --limit")
     expect = getattr(judge, "expect", None)
     if expect is not None:
         expect([(case_of(r)[0], r["reply"]) for r in answers])
@@ -117,8 +123,7 @@ def rejudge(results: Path, suite: str, answers_of: Callable[[list[dict]], list[d
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, results)
-    return {"answers": len(answers), "kept": sorted(kept), "dropped_checks": len(records) - len(out),
-            "untouched": sum(1 for r in records if r.get("kind") == "answer" and id(r) not in mine)}
+    return {"answers": len(answers), "kept": sorted(kept), "dropped_checks": len(records) - len(out)}
 
 
 def _spot_check(sample: Sequence[dict], kept: set[str], judge: Any, case_of, console) -> set[str]:
