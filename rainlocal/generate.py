@@ -184,8 +184,9 @@ class Generator:
         evaluator = None
         if settings.mode == "rain":
             settings, evaluator = self._evaluator(messages, prompt, settings)
-        elif getattr(self.engine, "can_read_states", False):
-            self.engine.want_layers([])  # plain decoding copies no states (an earlier judge may have asked)
+        reads_here = hasattr(evaluator, "stop_reading") and getattr(evaluator, "engine", None) is self.engine
+        if not reads_here and getattr(self.engine, "can_read_states", False):
+            self.engine.want_layers([])  # no latent judge reads this answer's decodes (an earlier one may have asked)
         # Decode the prompt once up front so its cost is counted as "prompt", not as answer work;
         # the strategy's first request then finds it cached.
         self.engine.logprobs([prompt], phase="prompt")

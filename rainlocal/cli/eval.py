@@ -271,7 +271,7 @@ def command(opts: dict[str, Any]) -> None:
     self_eval = _self_eval_strategy(strategies)
     plan = EvalPlan(suite=suite, items=items, strategies=strategies, checks=checks, best_of=bon_n,
                     best_of_max=opts["best_of_max"], system_prompt=system, self_eval=self_eval)
-    eval_settings = strategies[self_eval].settings if self_eval else gen
+    eval_settings = plan.self_eval_settings(gen)
 
     engines: dict[str, Any] = {}
 

@@ -139,8 +139,9 @@ def total_threads(threads: int | None) -> int:
 
 def _kind(rec: dict[str, Any]) -> str:
     """The progress kind of a written record, as ``Unit.progress_kind`` names it."""
-    kind = rec.get("kind", "")
-    return kind if kind == "self_check" else (rec.get("system") or kind)
+    from rainlocal.evals.runner import progress_kind
+
+    return progress_kind(rec.get("kind", ""), rec.get("system") or "")
 
 
 class _Tail:

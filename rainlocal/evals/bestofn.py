@@ -129,7 +129,4 @@ def fresh_start(generator: Generator, settings: GenerationSettings) -> None:
         reset = getattr(e, "reset", None)
         if reset is not None:
             reset()
-    evaluator = generator.text_evaluator([{"role": "user", "content": "Hello."}], settings)
-    evaluator.score("Hi")
-    if hasattr(evaluator, "stop_reading"):
-        evaluator.stop_reading()  # a latent judge's capture stays off until an answer asks for it
+    generator.text_evaluator([{"role": "user", "content": "Hello."}], settings).score("Hi")

@@ -46,12 +46,12 @@ def switch_run_judge(output: Path, fingerprint: dict[str, Any], *, write: bool) 
     except (ValueError, OSError) as e:
         raise UsageError(f"{path} is unreadable ({e}); use another --output") from None
     old = info.get("settings", {})
-    from rainlocal.evals.runner import settings_diff
+    from rainlocal.evals.runner import settings_diff, shown_diff
 
     diff = settings_diff(old, fingerprint, skip=JUDGE_KEYS)
     if diff:
-        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:4])
-        raise UsageError(f"--rejudge keeps the answers, so every setting but the judge must be the run's own ({shown})")
+        raise UsageError(f"--rejudge keeps the answers, so every setting but the judge must be the run's own "
+                         f"({shown_diff(diff)})")
     if not write:
         return old
     info["settings"] = fingerprint

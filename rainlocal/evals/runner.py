@@ -51,6 +51,12 @@ _CHECK_LABELS = {"check": "judge check", "self_check": "self-evaluation check"}
 read_results = read_records
 
 
+def progress_kind(kind: str, system: str) -> str:
+    """What a unit counts as in the progress line: its strategy, or its kind (a check, or a self-evaluation
+    check, even one scored with a strategy's judge)."""
+    return kind if kind == "self_check" else (system or kind)
+
+
 def unit_key(rec: dict[str, Any]) -> tuple[str, str, str]:
     return (str(rec.get("kind")), str(rec.get("id")), str(rec.get("system", "")))
 
@@ -79,6 +85,11 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], *, skip: tuple[str, 
             if a.get(k) != b.get(k) and k.split(".", 1)[0] not in skip]
 
 
+def shown_diff(diffs: list[tuple[str, Any, Any]]) -> str:
+    """``settings_diff``'s first differences, for a one-line refusal."""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+
+
 def check_run_info(output: Path, fingerprint: dict[str, Any]) -> None:
     """Write ``run.json`` on the first run; refuse a rerun whose settings differ."""
     path = output / RUN_INFO
@@ -88,11 +99,8 @@ def check_run_info(output: Path, fingerprint: dict[str, Any]) -> None:
         except (ValueError, OSError) as e:
             raise UsageError(f"{path} is unreadable ({e}); use another --output") from None
         diffs = settings_diff(old, fingerprint)
-        a = {k: x for k, x, _ in diffs}
-        b = {k: y for k, _, y in diffs}
-        diff = [k for k, _, _ in diffs]
-        if diff:
-            shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
+        if diffs:
+            shown = shown_diff(diffs)
             raise UsageError(
                 f"{output} holds results made with other settings ({shown}); use another --output or delete it"
             )
@@ -119,7 +127,7 @@ class Unit:
 
     @property
     def progress_kind(self) -> str:
-        return self.kind if self.kind == "self_check" else (self.system or self.kind)
+        return progress_kind(self.kind, self.system)
 
 
 @dataclass
@@ -135,6 +143,10 @@ class EvalPlan:
     #: objective), "" the run's base settings (self-check and best-of-N), None no self-evaluation checks
     #: (no strategy judges itself).
     self_eval: str | None = ""
+
+    def self_eval_settings(self, base: GenerationSettings) -> GenerationSettings:
+        """The settings the self-evaluation checks score with (``base``: the run's own)."""
+        return self.strategies[self.self_eval].settings if self.self_eval else base
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -306,7 +318,7 @@ class EvalRunner:
         as during RAIN), with both the paper's vote and the soft score."""
         gen = self.generator
         name = self.plan.self_eval or ""
-        settings = self.plan.strategies[name].settings if name else self.settings
+        settings = self.plan.self_eval_settings(self.settings)
         ev = gen.text_evaluator(case.messages, settings)
         base = {"kind": "self_check", "id": case.id, "pair": case.pair, "check": case.check,
                 "objective": settings.objective, "label": case.label, "answer": case.answer}
@@ -314,8 +326,6 @@ class EvalRunner:
             base["system"] = name
         if not hasattr(ev, "judge_probs"):  # the latent judge: one score, s = 1 - 2 P(unsafe) P(complies)
             s = float(ev.score(case.answer))
-            if hasattr(ev, "stop_reading"):
-                ev.stop_reading()
             return {**base, "score": "latent", "vote": 1.0 if s >= 0 else -1.0, "soft": round(s, 6),
                     "latent": dict(ev.last)}
         r = ev.judge_probs(case.answer)
