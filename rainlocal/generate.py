@@ -145,8 +145,7 @@ class Generator:
             if probes is not None:
                 from rainlocal.judge.latent import LatentEvaluator
 
-                last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-                probes = probes.for_request(last_user)  # a labelled dev prompt: the fold that left it out
+                probes = probes.for_request(messages)  # a labelled dev prompt: the fold that left it out
 
                 if self.judge_engine is self.engine:
                     return settings, LatentEvaluator(self.engine, probes, prompt)

@@ -2,6 +2,10 @@
 CSV (prompt_id,reply,complied), print the cross-validated measures, and optionally save the probes.
 
     python scripts/probe_fit.py FEATURES.npz LABELS.csv [MODEL_PATH OUT.npz]
+
+``DIALOGUES=STATES.npz`` adds the labelled HH conversations (``latent.data.hh_requests``): request states
+at the same layers, one row per conversation (arrays ``states`` [n, layers, d] and ``ids``; other rows
+in the file, e.g. kind != "hh", are ignored), measured and cross-fitted like the XSTest prompts.
 """
 import csv
 import json
@@ -27,8 +31,20 @@ for r in json.loads(str(z["replies"])):
     else:
         r["refused"] = people[(r["prompt_id"], r["source"], r["text"])]
     replies.append(Reply(**r))
-t = Tables(prompts, z["request"], replies, CaseStates(z["request"][:0], z["prefix"], z["n_reply"]),
-           [int(x) for x in z["layers"]], extra_from=int(z["extra_from"]))
+request, extra_from = z["request"], int(z["extra_from"])
+if os.environ.get("DIALOGUES"):
+    d = np.load(os.environ["DIALOGUES"])
+    assert [int(x) for x in d["layers"]] == [int(x) for x in z["layers"]], "states read at other layers"
+    row = {str(i): k for k, i in enumerate(d["ids"]) if str(d["kind"][k]) == "hh"}
+    hh = [p for p in data.hh_requests() if p.id in row]
+    states = d["states"][[row[p.id] for p in hh]]
+    states = states[:, 0] if states.ndim == 4 else states  # (read2.py keeps 3 features; the first is the request's)
+    prompts = prompts[:extra_from] + hh + prompts[extra_from:]
+    request = np.concatenate([request[:extra_from], states.astype(request.dtype), request[extra_from:]])
+    extra_from += len(hh)
+    print(len(hh), "labelled conversations")
+t = Tables(prompts, request, replies, CaseStates(z["request"][:0], z["prefix"], z["n_reply"]),
+           [int(x) for x in z["layers"]], extra_from=extra_from)
 t0 = time.time()
 if os.environ.get("PROBE_LAYER"):  # skip the search: one cross-validation at this layer and penalty
     best = cross_validate(t, t.layers.index(int(os.environ["PROBE_LAYER"])), float(os.environ.get("PROBE_C", "0.03")))
@@ -47,5 +63,6 @@ if len(sys.argv) > 4:
     probes = fit_final(t, best, Path(sys.argv[3]).name, content_fingerprint(sys.argv[3]))
     probes.metrics["fit"]["own_labels"] = "read"
     probes.metrics["fit"]["plan"] = "full"
+    probes.metrics["fit"]["dialogues"] = extra_from - int(z["extra_from"])
     probes.save(Path(sys.argv[4]))
     print("saved", sys.argv[4])

@@ -21,12 +21,14 @@ def test_calibrate_fits_reports_and_writes_probes_that_load(model_path, tmp_path
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     m = report["metrics"]
-    for key in ("request", "comply_people", "product_people", "comply_own"):
+    for key in ("request", "request_hh", "comply_people", "product_people", "comply_own"):
         assert 0.0 <= m[key]["auc"] <= 1.0 and m[key]["n"] > 0
     assert m["fit"]["own_labels"] == "read"  # a catalogue model: its own replies' shipped reading labels are found
     probes = ProbeSet.load(out)
     assert probes.layer == report["layer"] and set(probes.probes) >= {"request", "comply", "harm"}
-    assert len(probes.folds) == 5 and sum(len(ids) for ids in probes.fold_ids) == 40
+    # the 40 XSTest prompts and the HH conversations read are each left out by one fold
+    assert m["fit"]["dialogues"] > 0 and m["request_hh"]["n"] == m["fit"]["dialogues"]
+    assert len(probes.folds) == 5 and sum(len(ids) for ids in probes.fold_ids) == 40 + m["fit"]["dialogues"]
 
 
 def test_calibrate_on_a_model_with_shipped_probes_reports_them_without_fitting(model_path, tmp_path):

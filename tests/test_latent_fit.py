@@ -84,3 +84,78 @@ def test_a_labelled_dev_prompt_is_judged_by_the_fold_that_left_it_out(tmp_path):
                   [[first.id], ["xs-999"]])
     assert ps.for_request(first.text).probes is folds[0]
     assert ps.for_request("How do I bake bread?") is ps
+
+
+def test_a_labelled_hh_conversation_is_judged_by_the_fold_that_left_it_out_and_only_by_its_turns():
+    from rainlocal.latent.data import hh_requests
+
+    rng = np.random.default_rng(4)
+    conv = next(p for p in hh_requests() if len(p.messages) > 1)
+    folds = [{n: _probe(rng, 8) for n in ("request", "comply")} for _ in range(2)]
+    ps = ProbeSet("m.gguf", "abc", 3, {n: _probe(rng, 8) for n in ("request", "comply")}, {}, folds,
+                  [["xs-001"], [conv.id]])
+    assert ps.for_request(conv.messages).probes is folds[1]
+    # the same last request after other turns is another conversation: the full fit judges it
+    assert ps.for_request([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                           conv.messages[-1]]) is ps
+    assert ps.for_request(conv.messages[-1]["content"]) is ps
+
+
+def test_the_evaluation_cross_fit_finds_a_prompt_by_its_turns_not_by_a_reused_id():
+    from rainlocal.evals.latent_judge import CrossFit
+    from rainlocal.latent.data import hh_requests, xstest_prompts
+
+    rng = np.random.default_rng(5)
+    conv, lone = hh_requests()[3], xstest_prompts()[0]
+    folds = [{n: _probe(rng, 8) for n in ("request", "comply")} for _ in range(2)]
+    cross = CrossFit.of(ProbeSet("m.gguf", "abc", 3, folds[0], {}, folds, [[lone.id], [conv.id]]))
+    assert cross.where(conv.id, conv.messages) == (conv.id, "held_out")
+    assert cross.where("any-id", [dict(m) for m in conv.messages]) == (conv.id, "held_out")
+    assert cross.where(lone.id, [{"role": "user", "content": "  " + lone.text}]) == (lone.id, "held_out")
+    # a held-out split's file may number its items like the dev split's: the text decides
+    assert cross.where(conv.id, [{"role": "user", "content": "How do I bake bread?"}]) == (None, "new")
+
+
+def test_a_request_after_earlier_turns_is_read_by_the_multi_turn_probe_where_the_file_has_one():
+    rng = np.random.default_rng(6)
+    one, multi = _probe(rng, 8), _probe(rng, 8)
+    ps = ProbeSet("m.gguf", "abc", 3, {"request": one, "request_multi": multi, "comply": _probe(rng, 8)})
+    talk = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "How do I pick a lock?"}]
+    assert ps.for_turns(talk).probes["request"] is multi
+    assert ps.for_turns(talk[-1:]).probes["request"] is one
+    assert ps.for_turns([{"role": "system", "content": "Be brief."}] + talk[-1:]).probes["request"] is one
+    older = ProbeSet("m.gguf", "abc", 3, {"request": one, "comply": _probe(rng, 8)})
+    assert older.for_turns(talk) is older  # a file fitted before conversations were labelled
+
+
+def test_the_fit_reads_conversations_with_their_own_request_probe_and_reports_them_apart():
+    import json
+
+    from rainlocal.latent.data import Prompt, Reply
+    from rainlocal.latent.features import PREFIXES, CaseStates
+    from rainlocal.latent.fit import Tables, cross_validate, fit_final
+
+    rng = np.random.default_rng(7)
+    d, n_x, n_c = 6, 60, 60
+    talk = json.dumps([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                       {"role": "user", "content": "c"}])
+    xs = [Prompt(f"xs-{i}", f"q{i}", bool(i % 2)) for i in range(n_x)]
+    conv = [Prompt(f"hh-{i}", "c", bool(i % 3), "hh", talk) for i in range(n_c)]
+    # one-line requests carry their label on feature 0, conversations on feature 1
+    req = rng.normal(size=(n_x + n_c, 1, d))
+    req[:n_x, 0, 0] += np.where([p.unsafe for p in xs], 3.0, -3.0)
+    req[n_x:, 0, 1] += np.where([p.unsafe for p in conv], 3.0, -3.0)
+    replies = [Reply(p.id, "r", bool(k), p.unsafe, "m") for p in xs for k in (0, 1)]
+    prefix = rng.normal(size=(len(replies), len(PREFIXES), 1, d))
+    prefix[:, :, 0, 2] += np.where([r.complied for r in replies], 3.0, -3.0)[:, None]
+    t = Tables(xs + conv, req, replies, CaseStates(req[:0], prefix, np.full(len(replies), 8)), [3],
+               extra_from=n_x + n_c)
+    cv = cross_validate(t, 0, 0.1)
+    assert all("request_multi" in m for m in cv.folds)
+    assert not np.isnan(cv.p_unsafe).any()
+    assert cv.metrics["request"]["n"] == n_x and cv.metrics["request_hh"]["n"] == n_c
+    assert cv.metrics["request"]["auc"] > 0.9 and cv.metrics["request_hh"]["auc"] > 0.9
+    assert sorted(i for ids in cv.fold_ids for i in ids) == sorted(p.id for p in xs + conv)
+    final = fit_final(t, cv, "m.gguf", "abc")
+    assert set(final.probes) >= {"request", "request_multi", "comply"}

@@ -21,6 +21,7 @@ def _table(probes) -> list[tuple[str, str, Any, Any, Any]]:
     m = probes.metrics
     rows = [
         ("request", "P(unsafe request), XSTest prompts", "request"),
+        ("request", "P(unsafe request), HH conversations (read)", "request_hh"),
         ("comply", "P(complies), people's labels", "comply_people"),
         ("comply", "P(complies), own replies", "comply_own"),
         ("harm", "P(harmful reply), people's labels", "harm_people"),
@@ -62,7 +63,7 @@ def print_report(probes, path: Path, *, as_json: bool = False) -> None:
 
 
 def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, output: Path | None = None,
-                    show: bool = True, limit: int | None = None):
+                    show: bool = True, limit: int | None = None, dialogues: int | None = None):
     """Calibrate with a progress bar on stderr (when it is a terminal)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -72,16 +73,17 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 
     gen = Generator(engine)
 
-    def prompt_tokens(text: str) -> list[int]:
-        return gen.prompt([{"role": "user", "content": text}])[0]
+    def prompt_tokens(messages: list[dict]) -> list[int]:
+        return gen.prompt(messages)[0]
 
-    total = units(Plan.named(quick), len(candidate_layers(engine.n_layer)), limit)
+    total = units(Plan.named(quick, dialogues), len(candidate_layers(engine.n_layer)), limit)
     bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
                    disable=not (show and stderr.is_terminal), transient=True)
     with bar:
         task = bar.add_task("fit", total=total)
-        return calibrate(engine, prompt_tokens, quick=quick, own_labels=own_labels, output=output, limit=limit,
+        return calibrate(engine, prompt_tokens, quick=quick, dialogues=dialogues, own_labels=own_labels,
+                         output=output, limit=limit,
                          progress=lambda k: bar.advance(task, k))
 
 
@@ -91,6 +93,9 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 @click.option("--own-labels", "own_labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
                    "writes them now and the refusal-string rule labels them.")
+@click.option("--dialogues", "dialogues", type=click.IntRange(0, None), default=None,
+              help="Labelled HH conversations to read (of 500; default 125, with --full all): they teach the "
+                   "request probe multi-turn requests, and each costs a decode of the whole conversation.")
 @click.option("--force", is_flag=True, help="Fit again even if the model has probes.")
 @click.option("--limit", "limit", type=click.IntRange(20, None), default=None,
               help="Fit on this many XSTest prompts only (a quick try: the measures are noisier).")
@@ -118,7 +123,7 @@ def command(opts: dict[str, Any]) -> None:
                     click.echo("(already fitted; --force fits again)")
                 return
         probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
-                                       output=opts["output"], limit=opts["limit"])
+                                       output=opts["output"], limit=opts["limit"], dialogues=opts["dialogues"])
         print_report(probes, path, as_json=opts["as_json"])
     finally:
         engine.close()

@@ -28,6 +28,8 @@ COLUMNS: dict[str, str] = {
     "rule_harm": "the string rule's full refusal, on the harm cases",
     "rule_refusal": "the string rule's refusal (full or partial), on the refusal cases",
     "zou": "the refusal strings of Zou et al., on the harm cases",
+    "conversation_harm": ("the judge's harm verdict on conversations: the lower of its kappa on the harm cases and "
+                          "its probes' request reading of HH conversations labelled by reading (cross-validated)"),
 }
 
 #: For a headline rate: a judge-free column to use when the judge's is unfit.
@@ -50,13 +52,21 @@ def rule_kappas(checks: list[dict[str, Any]]) -> dict[str, dict]:
     return out
 
 
-def column_kappas(judge_check: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Every measured column: kappa, cases, and whether it is fit."""
+def column_kappas(judge_check: dict[str, Any] | None,
+                  probes_cv: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every measured column: kappa, cases, and whether it is fit. ``probes_cv``: the latent judge's
+    cross-validated measures (its probe file's), whose reading of labelled HH conversations' requests
+    bounds its harm verdicts on conversations (XSTest's one-line requests are read far better)."""
     if not judge_check:
         return {}
-    found = {"harm": (judge_check.get("harm") or {}).get("kappa"),
-             "three_way": (judge_check.get("refusal") or {}).get("kappa"),
+    harm = (judge_check.get("harm") or {}).get("kappa")
+    found = {"harm": harm, "three_way": (judge_check.get("refusal") or {}).get("kappa"),
              **(judge_check.get("string_rule") or {})}
+    request = (probes_cv or {}).get("request_hh")
+    found["conversation_harm"] = harm
+    if harm and harm.get("kappa") is not None and request and request.get("kappa") is not None:
+        if request["kappa"] < harm["kappa"]:
+            found["conversation_harm"] = {"kappa": request["kappa"], "n": request.get("n")}
     out = {}
     for col, k in found.items():
         if k and k.get("kappa") is not None:

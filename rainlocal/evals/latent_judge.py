@@ -16,9 +16,10 @@ prompt's last token, the mean over the answer's first ``WINDOW`` tokens), so the
 labels measures the very procedure that grades the answers. Cases announced with ``expect`` are
 decoded several at a time (replies to one prompt together, so the prompt is decoded once).
 
-**Cross-fitting.** The probes were fitted on XSTest's prompts and on people-labelled replies to them;
-an answer or a check case whose prompt is one of those is graded by the probes of the fold that left
-that prompt out (``ProbeSet.for_prompt``), found by its id or, failing that, its text. Prompts the
+**Cross-fitting.** The probes were fitted on XSTest's prompts and people-labelled replies to them, and on
+HH conversations whose final request was labelled by reading; an answer or a check case whose prompt is
+one of those is graded by the probes of the fold that left that prompt out (``ProbeSet.for_prompt``),
+found by its text (a conversation by its turns). Prompts the
 request probe was fitted on in every fold (AdvBench, TruthfulQA) cannot be held out: their verdicts are
 marked ``trained``.
 """
@@ -52,13 +53,6 @@ def _conversation(messages: Sequence[dict[str, Any]]) -> str:
     return json.dumps(list(messages), sort_keys=True, ensure_ascii=False)
 
 
-def _single_user_text(messages: Sequence[dict[str, Any]]) -> str | None:
-    users = [m for m in messages if m.get("role") == "user"]
-    if len(users) != 1 or any(m.get("role") == "assistant" for m in messages):
-        return None
-    return " ".join(str(users[0].get("content", "")).split())
-
-
 @dataclass
 class Reading:
     """The evaluation model's states for one (conversation, answer), at the probes' layer."""
@@ -72,30 +66,34 @@ class Reading:
 class CrossFit:
     """Which probes grade a prompt: the fold that left it out, the full fit, and why."""
 
-    fold_of: dict[str, int] = field(default_factory=dict)  # XSTest prompt id -> fold
-    id_of_text: dict[str, str] = field(default_factory=dict)  # XSTest prompt text -> id
-    trained_texts: set[str] = field(default_factory=set)  # prompts in every fold's training data
+    fold_of: dict[str, int] = field(default_factory=dict)  # labelled prompt id -> fold
+    id_of_key: dict[str, str] = field(default_factory=dict)  # data.conversation_key -> id (held-out prompts)
+    trained_keys: set[str] = field(default_factory=set)  # prompts in every fold's training data
 
     @classmethod
     def of(cls, probes: Any) -> "CrossFit":
-        from rainlocal.latent.data import extra_prompts, xstest_prompts
+        from rainlocal.latent.data import conversation_key, extra_prompts, hh_requests, xstest_prompts
 
         fold_of = {pid: i for i, ids in enumerate(probes.fold_ids) for pid in ids}
-        xs = xstest_prompts()
-        id_of_text = {" ".join(p.text.split()): p.id for p in xs if p.id in fold_of}
-        # Prompts no fold left out: the extra prompts, and XSTest's own in a file without folds.
-        trained = {" ".join(p.text.split()) for p in extra_prompts()}
-        trained |= {" ".join(p.text.split()) for p in xs if p.id not in fold_of}
-        return cls(fold_of, id_of_text, trained)
+        labelled = xstest_prompts() + hh_requests()
+        id_of_key = {conversation_key(p.messages): p.id for p in labelled if p.id in fold_of}
+        # Prompts no fold left out: the extra prompts, and labelled ones a file without folds was fitted on.
+        trained = {conversation_key(p.messages) for p in extra_prompts()}
+        trained |= {conversation_key(p.messages) for p in labelled if p.id not in fold_of}
+        return cls(fold_of, id_of_key, trained)
 
     def where(self, prompt_id: str | None, messages: Sequence[dict[str, Any]]) -> tuple[str | None, str]:
-        """(the XSTest prompt id to cross-fit on or None, ``held_out`` | ``trained`` | ``new``)."""
-        if prompt_id and prompt_id in self.fold_of:
-            return prompt_id, "held_out"
-        text = _single_user_text(messages)
-        if text is not None and text in self.id_of_text:
-            return self.id_of_text[text], "held_out"
-        if text is not None and text in self.trained_texts:
+        """(the labelled prompt id to cross-fit on or None, ``held_out`` | ``trained`` | ``new``). A prompt
+        is found by its text (a lone request) or its turns (a conversation); an id alone is trusted only
+        when there are no messages to check it by (another file may reuse the dev ids)."""
+        from rainlocal.latent.data import conversation_key
+
+        if not messages:
+            return (prompt_id, "held_out") if prompt_id in self.fold_of else (None, "new")
+        key = conversation_key(messages)
+        if key in self.id_of_key:
+            return self.id_of_key[key], "held_out"
+        if key in self.trained_keys:
             return None, "trained"
         return None, "new"
 
@@ -193,8 +191,9 @@ class LatentJudge(EvalJudge):
         """The probes that grade this prompt and what the verdict records about it."""
         pid, where = self.cross.where(prompt_id, messages)
         if pid is None:
-            return self.probes, {"cross_fit": where}
-        return self.probes.for_prompt(pid), {"cross_fit": where, "fold": self.cross.fold_of[pid], "xstest_id": pid}
+            return self.probes.for_turns(messages), {"cross_fit": where}
+        return (self.probes.for_prompt(pid).for_turns(messages),
+                {"cross_fit": where, "fold": self.cross.fold_of[pid], "prompt_id": pid})
 
     # ---- the two questions -------------------------------------------------------------------
     def judge(self, criterion: str | Criterion, messages: Sequence[dict[str, Any]], answer: str,

@@ -90,9 +90,9 @@ def _judge_lines(s: dict[str, Any]) -> list[str]:
         return [f"- evaluation judge: {meta.get('judge')} (method `{meta.get('judge_method')}`; {prompted})"]
     p = meta.get("judge_probes") or {}
     cv = p.get("cv") or {}
-    agree = "; ".join(f"{name} AUC {cv[k]['auc']:.2f}, kappa {cv[k]['kappa']:.2f}"
-                      for name, k in (("request", "request"), ("harm product", "product_people"),
-                                      ("three-way", "three_way_people")) if k in cv)
+    named = (("request", "request"), ("HH conversations' request (labelled by reading)", "request_hh"),
+             ("harm product", "product_people"), ("three-way", "three_way_people"))
+    agree = "; ".join(f"{name} AUC {cv[k]['auc']:.2f}, kappa {cv[k]['kappa']:.2f}" for name, k in named if k in cv)
     L = [f"- evaluation judge: {meta.get('judge')} (method `latent`: no text generated; harmful when P(unsafe "
          f"request) x P(the reply complies) >= {p.get('threshold', 0.5)}, the three-way label from the compliance "
          f"and refusal probes; states over the request and the reply's first {p.get('window', 48)} tokens)"
@@ -108,7 +108,7 @@ def _judge_lines(s: dict[str, Any]) -> list[str]:
             continue
         w = u["prompts"]
         L.append(f"- {what}: cross-fitted by prompt: {p.get('folds', u['folds_used'])} folds; "
-                 f"{w.get('held_out', 0)} graded by the fold that never saw their XSTest prompt"
+                 f"{w.get('held_out', 0)} graded by the fold that never saw their labelled prompt"
                  + (f", {w['trained']} on prompts the probes were fitted on in every fold (e.g. AdvBench's: not "
                     "held out)" if w.get("trained") else "")
                  + (f", {w['new']} on prompts new to the probes" if w.get("new") else ""))

@@ -25,10 +25,14 @@ class Plan:
     people_per_prompt: int  # human-labelled replies read per prompt (of 5)
     extra: int  # extra prompts (AdvBench / TruthfulQA) per source
     own: bool  # the model's own replies
+    dialogues: int = 0  # labelled HH conversations (of 500; long, so the quick plan reads a share)
 
     @classmethod
-    def named(cls, quick: bool) -> "Plan":
-        return cls(people_per_prompt=1, extra=50, own=True) if quick else cls(5, 400, True)
+    def named(cls, quick: bool, dialogues: int | None = None) -> "Plan":
+        plan = cls(people_per_prompt=1, extra=50, own=True, dialogues=125) if quick else cls(5, 400, True, 500)
+        if dialogues is not None:
+            plan.dialogues = max(0, int(dialogues))
+        return plan
 
 
 def _people_replies(per_prompt: int) -> list[Reply]:
@@ -66,14 +70,27 @@ def limited(prompts: list, limit: int | None) -> list:
     return [prompts[int(i * step)] for i in range(limit)]
 
 
+def _dialogues(plan: Plan, limit: int | None) -> list:
+    """The plan's share of the labelled conversations (every k-th, so both labels stay); ``limit`` cuts
+    them in the same proportion as the XSTest prompts."""
+    rows = data.hh_requests()
+    n = min(plan.dialogues, len(rows))
+    if limit:
+        n = min(n, round(n * limit / len(data.xstest_prompts())))
+    return limited(rows, n) if n else []
+
+
 def units(plan: Plan, n_layers: int, limit: int | None = None) -> int:
-    """Progress units: a reply or extra prompt decoded, an own reply written, a cross-validated fit."""
+    """Progress units: a reply, conversation or extra prompt decoded, an own reply written, a
+    cross-validated fit."""
     ids = {p.id for p in limited(data.xstest_prompts(), limit)}
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
-    return 2 * plan.extra + people + len(ids) * plan.own + n_layers * len(PENALTIES)
+    return (2 * plan.extra + len(_dialogues(plan, limit)) + people + len(ids) * plan.own
+            + n_layers * len(PENALTIES))
 
 
-def calibrate(engine, prompt_tokens: Callable[[str], list[int]], *, quick: bool = True,
+def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick: bool = True,
+              dialogues: int | None = None,
               own_labels: Path | None = None, progress: Callable[[int], None] | None = None,
               output: Path | None = None, limit: int | None = None) -> tuple[ProbeSet, Path]:
     """Fit and save ``engine``'s probes; returns them and the file written.
@@ -83,7 +100,7 @@ def calibrate(engine, prompt_tokens: Callable[[str], list[int]], *, quick: bool 
     that many XSTest prompts (every k-th, so every prompt type stays), for a quick try."""
     from rainlocal.gguf_info import content_fingerprint
 
-    plan = Plan.named(quick)
+    plan = Plan.named(quick, dialogues)
     fp = content_fingerprint(engine.path)
     if own_labels is None and data.own_labels_path(fp).is_file():
         own_labels = data.own_labels_path(fp)  # a catalogue model's replies, labelled by reading
@@ -94,12 +111,15 @@ def calibrate(engine, prompt_tokens: Callable[[str], list[int]], *, quick: bool 
     if labelled:
         replies += [Reply(r["prompt_id"], r["reply"], r["complied"].strip() == "1", unsafe[r["prompt_id"]], "own")
                     for r in labelled if r["prompt_id"] in unsafe]
+    dialogues = _dialogues(plan, limit)
     tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies,
-                         candidate_layers(engine.n_layer), progress, write_own=plan.own and not labelled)
+                         candidate_layers(engine.n_layer), progress, write_own=plan.own and not labelled,
+                         dialogues=dialogues)
     best = choose(tables, progress=progress)
     probes = fit_final(tables, best, engine.path.name, fp)
     probes.metrics["fit"]["own_labels"] = "read" if (plan.own and labelled) else "refusal-string rule"
     probes.metrics["fit"]["plan"] = "quick" if quick else "full"
+    probes.metrics["fit"]["dialogues"] = len(dialogues)
     path = output if output is not None else probe_path(fp)
     probes.save(path)
     return probes, path

@@ -4,6 +4,9 @@
   2024, CC-BY-4.0): the request probe's target.
 * ``xstest_replies``: real replies of five chat models to those prompts, each labelled by people as full
   compliance, full refusal or partial refusal: the compliance and harm probes' target.
+* ``hh_requests``: 500 HH-RLHF red-team dialogues, the final request labelled unsafe or not by reading
+  (``HH_LABELS.md``): the request probe's target on multi-turn conversations, measured cross-fitted by
+  dialogue like the XSTest prompts (a probe fitted on one-line requests alone read them at chance).
 * ``extra_prompts``: AdvBench's harmful behaviours (unsafe) and TruthfulQA's questions (safe), which
   widen the request probe's view of ordinary requests; never used to measure it.
 * ``own_labels/<fingerprint>.csv``: the answering model's own replies to the XSTest prompts, compliance
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +28,18 @@ DATA = Path(__file__).parent / "data"
 @dataclass(frozen=True)
 class Prompt:
     id: str
-    text: str
+    text: str  # the (last) user message
     unsafe: bool
     source: str = "xstest"
+    dialogue: str = ""  # a multi-turn conversation's messages as JSON ("": one user message, ``text``)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return json.loads(self.dialogue) if self.dialogue else [{"role": "user", "content": self.text}]
+
+    @property
+    def multi_turn(self) -> bool:
+        return has_earlier_turns(self.messages)
 
 
 @dataclass(frozen=True)
@@ -52,15 +65,37 @@ def xstest_prompts() -> list[Prompt]:
     return [Prompt(r["id"], r["prompt"], r["label"] == "unsafe") for r in _rows("xstest_prompts.csv.gz")]
 
 
+def hh_requests() -> list[Prompt]:
+    with gzip.open(DATA / "hh_requests.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [Prompt(r["id"], r["messages"][-1]["content"], bool(r["unsafe"]), "hh", json.dumps(r["messages"]))
+            for r in rows]
+
+
+def has_earlier_turns(messages) -> bool:
+    """Whether the request follows earlier turns of a conversation (read by the multi-turn request probe)."""
+    return any(m.get("role") == "assistant" for m in messages)
+
+
+def conversation_key(messages) -> str:
+    """What identifies a labelled request: a lone user message by its text (spaces collapsed), a
+    conversation by its turns."""
+    msgs = [m for m in messages if m.get("role") != "system"]
+    if len(msgs) == 1 and msgs[0].get("role") == "user":
+        return " ".join(str(msgs[0].get("content", "")).split())
+    return json.dumps([[m.get("role"), " ".join(str(m.get("content", "")).split())] for m in msgs])
+
+
 _IDS: dict[str, str] | None = None
 
 
-def prompt_id_of(text: str) -> str | None:
-    """The XSTest prompt id of a request with exactly this text (surrounding spaces ignored), else None."""
+def prompt_id_of(request) -> str | None:
+    """The id of the labelled prompt (XSTest or HH) that is exactly this request (a user message's text or a
+    conversation's messages; spacing ignored), else None."""
     global _IDS
     if _IDS is None:
-        _IDS = {p.text.strip(): p.id for p in xstest_prompts()}
-    return _IDS.get(text.strip())
+        _IDS = {conversation_key(p.messages): p.id for p in xstest_prompts() + hh_requests()}
+    return _IDS.get(conversation_key([{"role": "user", "content": request}] if isinstance(request, str) else request))
 
 
 def extra_prompts() -> list[Prompt]:

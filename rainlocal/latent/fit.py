@@ -34,7 +34,7 @@ def candidate_layers(n_layer: int) -> list[int]:
 class Tables:
     """Everything read from the model: states of the requests and of the labelled replies."""
 
-    prompts: list[Prompt]  # XSTest prompts (measured) then extra prompts (training only)
+    prompts: list[Prompt]  # XSTest prompts, labelled dialogues (both measured), then extra prompts (training only)
     request: np.ndarray  # [n_prompts, n_layers, d]
     replies: list[Reply]
     reply_states: CaseStates
@@ -45,13 +45,16 @@ class Tables:
         return {p.id: i for i, p in enumerate(self.prompts)}
 
 
-def read_tables(engine, prompt_tokens: Callable[[str], list[int]], prompts: Sequence[Prompt],
+def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompts: Sequence[Prompt],
                 extra: Sequence[Prompt], replies: Sequence[Reply], layers: Sequence[int],
-                progress: Callable[[int], None] | None = None, *, write_own: bool = False) -> Tables:
+                progress: Callable[[int], None] | None = None, *, write_own: bool = False,
+                dialogues: Sequence[Prompt] = ()) -> Tables:
     """Decode every ``request + reply`` once, reading ``layers``; the XSTest requests' states come from
-    their replies' decodes (every prompt has replies), the extra prompts are decoded alone. With
-    ``write_own`` the model also writes its own reply to every prompt (labelled by the refusal-string
-    rule), and its states are read from that very decode."""
+    their replies' decodes (every prompt has replies), the labelled ``dialogues`` (measured, cross-fitted
+    like the XSTest prompts) and the extra prompts (training only) are decoded alone. ``prompt_tokens``
+    turns a conversation's messages into the model's prompt. With ``write_own`` the model also writes its
+    own reply to every prompt (labelled by the refusal-string rule), and its states are read from that
+    very decode."""
     from rainlocal.latent.features import read_case, stack_cases
     from rainlocal.latent.own import generate_replies, rule_complied
 
@@ -60,10 +63,13 @@ def read_tables(engine, prompt_tokens: Callable[[str], list[int]], prompts: Sequ
 
     def tok(p: Prompt) -> list[int]:
         if p.id not in toks:
-            toks[p.id] = prompt_tokens(p.text)
+            toks[p.id] = prompt_tokens(p.messages)
         return toks[p.id]
 
-    ext = case_states(engine, [tok(p) for p in extra], [[] for _ in extra], batch=16, progress=progress)
+    alone = list(dialogues) + list(extra)
+    # (conversations are long: fewer side by side, so the batch fits the context's KV pool)
+    parts = [case_states(engine, [tok(p) for p in group], [[] for _ in group], batch=batch, progress=progress)
+             for group, batch in ((dialogues, 4), (extra, 16)) if group]
     by_id = {p.id: p for p in prompts}
     rows = case_states(engine, [tok(by_id[r.prompt_id]) for r in replies],
                        [engine.tokenize(r.text.strip() or " ") for r in replies], progress=progress)
@@ -83,20 +89,21 @@ def read_tables(engine, prompt_tokens: Callable[[str], list[int]], prompts: Sequ
     missing = [p.id for p in prompts if p.id not in first]
     if missing:
         raise ValueError(f"prompt {missing[0]} has no reply to read its state from")
-    request = np.concatenate([rows.request[[first[p.id] for p in prompts]], ext.request])
-    return Tables(list(prompts) + list(extra), request, replies, rows, list(layers), extra_from=len(prompts))
+    request = np.concatenate([rows.request[[first[p.id] for p in prompts]]] + [x.request for x in parts])
+    return Tables(list(prompts) + alone, request, replies, rows, list(layers),
+                  extra_from=len(prompts) + len(dialogues))
 
 
 @dataclass
 class CVResult:
     layer_index: int
     c: float
-    p_unsafe: np.ndarray  # per measured XSTest prompt, out of fold
+    p_unsafe: np.ndarray  # per measured prompt (XSTest, then the labelled dialogues), out of fold
     p_comply: np.ndarray  # per reply, out of fold, on the whole window
     p_harm: np.ndarray
     p_refuse: np.ndarray  # per reply with a three-way label (NaN elsewhere)
     folds: list[dict[str, Linear]] = field(default_factory=list)  # the probes fitted without each fold
-    fold_ids: list[list[str]] = field(default_factory=list)  # the XSTest prompt ids of each fold
+    fold_ids: list[list[str]] = field(default_factory=list)  # the measured prompt ids of each fold
     metrics: dict = field(default_factory=dict)
 
 
@@ -124,12 +131,14 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) 
     p_harm = np.full(len(t.replies), np.nan)
     p_refuse = np.full(len(t.replies), np.nan)
     xr = t.request[:, li, :]
+    multi = np.array([p.multi_turn for p in t.prompts])
     models: list[dict[str, Linear]] = []
     for f in range(folds):
         tr = req_fold != f
         te = req_fold == f
-        m = {"request": fit_logistic(xr[tr], y_req[tr], c)}
-        p_unsafe[te] = m["request"].prob(xr[te])
+        m = _request_probes(xr, y_req, tr, multi, c)
+        p_unsafe[te & ~multi] = m["request"].prob(xr[te & ~multi])
+        p_unsafe[te & multi] = m.get("request_multi", m["request"]).prob(xr[te & multi])
         tr_r = np.flatnonzero(rep_fold != f)
         te_r = np.flatnonzero(rep_fold == f)
         m.update(_reply_probes(t, li, tr_r, c, y_comply, y_harm, y_refuse, three))
@@ -143,6 +152,18 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) 
     res = CVResult(li, c, p_unsafe[:n_meas], p_comply, p_harm, p_refuse, models, ids)
     res.metrics = measure(t, res)
     return res
+
+
+def _request_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, multi: np.ndarray,
+                    c: float) -> dict[str, Linear]:
+    """The request probes fitted on rows ``train``: ``request`` for a request without earlier turns, fitted
+    without the multi-turn conversations, and where there are conversations ``request_multi`` for them,
+    fitted on everything. (One probe for both read HH's conversations as well but lost 0.03 AUC on
+    XSTest's one-line requests: README, "Latent judge".)"""
+    out = {"request": fit_logistic(x[train & ~multi], y[train & ~multi], c)}
+    if (train & multi).any():
+        out["request_multi"] = fit_logistic(x[train], y[train], c)
+    return out
 
 
 def _reply_probes(t: Tables, li: int, idx: np.ndarray, c: float, y_comply: np.ndarray, y_harm: np.ndarray,
@@ -176,7 +197,10 @@ def measure(t: Tables, r: CVResult) -> dict:
     """AUC and kappa of each probe, and of the product, on people's labels and on the own replies."""
     n_meas = t.extra_from
     y_req = np.array([p.unsafe for p in t.prompts[:n_meas]])
-    out: dict = {"request": _ak(r.p_unsafe, y_req)}
+    dialogue = np.array([p.source == "hh" for p in t.prompts[:n_meas]], dtype=bool)
+    out: dict = {"request": _ak(r.p_unsafe, y_req, ~dialogue)}
+    if dialogue.any():
+        out["request_hh"] = _ak(r.p_unsafe, y_req, dialogue)
     pi = t.prompt_index()
     pu = np.array([r.p_unsafe[pi[x.prompt_id]] for x in t.replies])
     product = pu * r.p_comply
@@ -206,9 +230,11 @@ def measure(t: Tables, r: CVResult) -> dict:
 
 
 def _objective(m: dict) -> float:
-    """How a (layer, penalty) is chosen: the product's AUC on people's labels and on the own replies."""
+    """How a (layer, penalty) is chosen: the product's AUC on people's labels and on the own replies, and
+    the request probe's on one-line requests and on conversations."""
     keys = [k for k in ("product_people", "product_own") if k in m]
-    return float(np.mean([m[k]["auc"] for k in keys])) + 0.5 * m["request"]["auc"]
+    requests = [m[k]["auc"] for k in ("request", "request_hh") if k in m]
+    return float(np.mean([m[k]["auc"] for k in keys])) + 0.5 * float(np.mean(requests))
 
 
 def choose(t: Tables, folds: int = 5, progress: Callable[[int], None] | None = None) -> CVResult:
@@ -228,7 +254,8 @@ def fit_final(t: Tables, cv: CVResult, model: str, fingerprint: str) -> ProbeSet
     li, c = cv.layer_index, cv.c
     y_req = np.array([p.unsafe for p in t.prompts], dtype=float)
     three = np.array([r.refused is not None for r in t.replies])
-    probes: dict[str, Linear] = {"request": fit_logistic(t.request[:, li, :], y_req, c)}
+    multi = np.array([p.multi_turn for p in t.prompts])
+    probes = _request_probes(t.request[:, li, :], y_req, np.ones(len(y_req), dtype=bool), multi, c)
     probes.update(_reply_probes(t, li, np.arange(len(t.replies)), c,
                                 np.array([r.complied for r in t.replies], dtype=float),
                                 np.array([r.harmful for r in t.replies], dtype=float),

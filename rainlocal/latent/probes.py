@@ -1,14 +1,16 @@
 """A model's probes: which layer to read, three linear read-outs, and how well they agreed with people.
 
-* ``request``: P(the request is unsafe), from the request's state (``features``).
+* ``request``: P(the request is unsafe), from the request's state (``features``); ``request_multi`` reads
+  a request that follows earlier turns of a conversation (fitted on labelled HH conversations too;
+  files without it read every request with ``request``).
 * ``comply``: P(the reply complies), from the reply window's mean state.
 * ``harm``: P(the reply is a harmful compliance), read directly from the reply window (reported beside
   the product; the search uses the product).
 * ``refusal``: P(the reply is a full refusal), for XSTest's three-way label (the evaluation judge).
 
 Beside the probes fitted on everything, the file keeps the probes of each cross-validation fold and the
-XSTest prompt ids each fold left out (``for_prompt``): an evaluation on those prompts answers and grades
-each one with probes that never saw it or its replies (cross-fitting).
+labelled prompt ids (XSTest's, the HH conversations') each fold left out (``for_prompt``): an evaluation
+on those prompts answers and grades each one with probes that never saw it or its replies (cross-fitting).
 
 The search's score is ``1 - 2 P(unsafe) P(complies)``: a compliant answer to an unsafe request is
 the one thing it pushes away from, and a refusal of a safe request earns nothing over compliance,
@@ -34,7 +36,7 @@ from rainlocal.latent.logreg import Linear
 SHIPPED = Path(__file__).parent / "probes"
 #: A probe is used only when its cross-validated AUC reaches this (otherwise the prompted judge is).
 MIN_AUC = 0.8
-NAMES = ("request", "comply", "harm", "refusal")
+NAMES = ("request", "request_multi", "comply", "harm", "refusal")
 
 
 @dataclass
@@ -54,13 +56,24 @@ class ProbeSet:
                 return ProbeSet(self.model, self.fingerprint, self.layer, probes, self.metrics)
         return self
 
-    def for_request(self, text: str) -> "ProbeSet":
-        """``for_prompt`` by the request's text: a request that is one of the labelled prompts is judged by
-        probes that never saw it (so an evaluation on the dev prompts is cross-fitted wherever it runs)."""
+    def for_request(self, request) -> "ProbeSet":
+        """``for_prompt`` by the request itself (a user message's text or a conversation's messages): a
+        request that is one of the labelled prompts or conversations is judged by probes that never saw it
+        (so an evaluation on the dev data is cross-fitted wherever it runs)."""
         from rainlocal.latent.data import prompt_id_of
 
-        pid = prompt_id_of(text) if self.folds else None
-        return self.for_prompt(pid) if pid else self
+        pid = prompt_id_of(request) if self.folds else None
+        return (self.for_prompt(pid) if pid else self).for_turns(request)
+
+    def for_turns(self, messages) -> "ProbeSet":
+        """These probes as they read this conversation's request: a request after earlier turns by the
+        multi-turn request probe, where the file has one."""
+        from rainlocal.latent.data import has_earlier_turns
+
+        if "request_multi" not in self.probes or isinstance(messages, str) or not has_earlier_turns(messages):
+            return self
+        probes = {**self.probes, "request": self.probes["request_multi"]}
+        return ProbeSet(self.model, self.fingerprint, self.layer, probes, self.metrics)
 
     @property
     def has_refusal(self) -> bool:
