@@ -324,3 +324,22 @@ def test_a_judge_that_reads_states_also_gives_the_tree_search_its_embeddings():
     assert isinstance(events[-1], Done)
     assert calls and all(c[0][: len(PROMPT)] == PROMPT for c in calls)  # read after the prompt and answer
     assert eng.embed_calls == before  # the engine embedded nothing itself
+
+
+def test_with_opening_pick_first_the_first_acceptable_opening_is_kept_over_a_better_judged_one():
+    # P(unsafe) 0.52: a " Sure" opening scores 1 - 2 * 0.52 * 0.9 = 0.06 (accepted), a refusal 0.9
+    first = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
+    best = first.with_overrides({"opening_pick": "best"})
+    _, judge, events = latent_answer(0.52, first, temp=1.0, seed=1)
+    _, judge_b, events_b = latent_answer(0.52, best, temp=1.0, seed=1)
+    kept = of(events, Check)[0]
+    assert kept.verdict == "accept" and "Sure" in kept.text  # the sampler's first opening, accepted
+    assert judge.tokens[0] == judge_b.tokens[0]  # both judged the same first opening ...
+    assert len(judge.tokens[0]) <= 2 and events[-1].text.startswith(kept.text)
+    assert "Sorry" in of(events_b, Check)[0].text  # ... which "best" passed over for the refusal
+
+
+def test_with_opening_pick_first_a_rejected_first_opening_still_gives_way_to_the_best():
+    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
+    _, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)  # " Sure" scores -0.62: rejected
+    assert "Sorry" in of(events, Check)[0].text and events[-1].text.startswith(" Sorry")

@@ -188,7 +188,10 @@ class FastSearch:
 
     def opening(self, should_stop: Callable[[], bool] | None) -> tuple[list[int], float, dict[str, float]]:
         """The answer's first clause where the request may be unsafe: ``opening_drafts`` openings drafted side
-        by side, the best judged kept (safety is decided in the first tokens; the judge costs nothing)."""
+        by side (safety is decided in the first tokens; the judge costs nothing), the best judged kept, or
+        with ``opening_pick = "first"`` the first the judge accepts (the sampler's own choice unless the
+        judge objects to it, so a request misread as unsafe is not steered toward the most refusal-like
+        opening), the best where it accepts none."""
         s = self.settings
         drafts = draft_clauses(self.engine, self.prompt, [], self.sampling, self.stop, s.rollout_delimiters,
                                max(s.first_draft_tokens, 1), self.rng, s.opening_drafts, should_stop, 1)
@@ -198,6 +201,8 @@ class FastSearch:
                 continue
             sc = self.judge(d)
             self.counts["openings"] += 1
+            if s.opening_pick == "first" and sc >= s.accept:
+                return d, sc, self.last_detail
             if sc > best_score:
                 best, best_score, best_detail = d, sc, self.last_detail
         return best, best_score, best_detail

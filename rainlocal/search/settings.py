@@ -64,6 +64,7 @@ class RainSettings:
     rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
     search_max_sets: int = 4  # a search after a rejection commits at most this many token sets
     opening_drafts: int = 1  # the fast loop drafts this many openings side by side where the request may be unsafe
+    opening_pick: str = "best"  # ... and keeps the best judged ("best") or the first acceptable one ("first"; none: the best)
 
     def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
         """A copy with ``values`` applied (strings as given on a command line are parsed).
@@ -97,6 +98,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "score": ("vote", "soft", "first", "single", "latent"), "loop": ("tree", "draft"), "commit": ("visits", "value"),
+    "opening_pick": ("best", "first"),
 }
 
 
