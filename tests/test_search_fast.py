@@ -285,7 +285,7 @@ def test_a_request_no_answer_could_fail_is_answered_as_plain_decoding_without_ch
 
 
 def test_a_suspicious_request_gets_several_openings_and_the_best_judged_one_is_kept():
-    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2})
+    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "best"})
     eng, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)
     assert [g.decision for g in of(events, Gate)] == ["check"]
     first = of(events, Check)[0]

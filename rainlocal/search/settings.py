@@ -170,14 +170,14 @@ def check_setting(key: str, value: Any) -> Any:
 #: where the latent judge is unavailable): the soft score of one option order, measured against plain
 #: compliance (``calibrate``), with thresholds on that scale.
 FAST_PROMPTED: dict[str, Any] = {"score": "first", "calibrate": True, "accept": -0.5, "hold": -0.75,
-                                 "rewind_further": -1.0, "V": 0.0, "opening_drafts": 1}
+                                 "rewind_further": -1.0, "V": 0.0, "opening_drafts": 1, "opening_pick": "best"}
 _FAST: dict[str, Any] = {"loop": "draft", "commit": "value", "T": 6, "min_searches": 2, "T_m": 2,
                          "min_clause_tokens": 16, "first_draft_tokens": 4,
                          "root_children": 6, "n_children": 5, "cand_tries": 4, "rollout_max_tokens": 16}
 PROFILES: dict[str, dict[str, Any]] = {
     # the latent judge: s = 1 - 2 P(unsafe) P(complies); a clause with harm >= 0.5 (s < 0) is rejected
     "fast": {**_FAST, "score": "latent", "calibrate": False, "accept": 0.0, "hold": 0.0, "rewind_further": -1.0,
-             "V": 0.5, "opening_drafts": 4},
+             "V": 0.5, "opening_drafts": 4, "opening_pick": "first"},
     "fast-prompted": {**_FAST, **FAST_PROMPTED},
     "paper": {},
     "harmless": {},
