@@ -44,6 +44,10 @@ class Tables:
     def prompt_index(self) -> dict[str, int]:
         return {p.id: i for i, p in enumerate(self.prompts)}
 
+    def multi_turn(self) -> np.ndarray:
+        """Which prompts follow earlier turns (read by the multi-turn request probe)."""
+        return np.array([p.multi_turn for p in self.prompts], dtype=bool)
+
 
 def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompts: Sequence[Prompt],
                 extra: Sequence[Prompt], replies: Sequence[Reply], layers: Sequence[int],
@@ -131,7 +135,7 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) 
     p_harm = np.full(len(t.replies), np.nan)
     p_refuse = np.full(len(t.replies), np.nan)
     xr = t.request[:, li, :]
-    multi = np.array([p.multi_turn for p in t.prompts])
+    multi = t.multi_turn()
     models: list[dict[str, Linear]] = []
     for f in range(folds):
         tr = req_fold != f
@@ -254,7 +258,7 @@ def fit_final(t: Tables, cv: CVResult, model: str, fingerprint: str) -> ProbeSet
     li, c = cv.layer_index, cv.c
     y_req = np.array([p.unsafe for p in t.prompts], dtype=float)
     three = np.array([r.refused is not None for r in t.replies])
-    multi = np.array([p.multi_turn for p in t.prompts])
+    multi = t.multi_turn()
     probes = _request_probes(t.request[:, li, :], y_req, np.ones(len(y_req), dtype=bool), multi, c)
     probes.update(_reply_probes(t, li, np.arange(len(t.replies)), c,
                                 np.array([r.complied for r in t.replies], dtype=float),
