@@ -159,3 +159,21 @@ def test_the_fit_reads_conversations_with_their_own_request_probe_and_reports_th
     assert sorted(i for ids in cv.fold_ids for i in ids) == sorted(p.id for p in xs + conv)
     final = fit_final(t, cv, "m.gguf", "abc")
     assert set(final.probes) >= {"request", "request_multi", "comply"}
+
+
+def test_a_conversation_the_probes_never_read_is_new_to_them_not_trained_on():
+    from rainlocal.evals.latent_judge import CrossFit
+    from rainlocal.latent.data import extra_prompts, hh_requests, xstest_prompts
+
+    rng = np.random.default_rng(8)
+    conv, lone, extra = hh_requests()[5], xstest_prompts()[0], extra_prompts()[0]
+    folds = [{n: _probe(rng, 8) for n in ("request", "comply")} for _ in range(2)]
+    # fitted before conversations were labelled: XSTest's prompts in the folds, no conversation
+    cross = CrossFit.of(ProbeSet("m.gguf", "abc", 3, folds[0], {}, folds, [[lone.id], [xstest_prompts()[1].id]]))
+    assert cross.where(conv.id, conv.messages) == (None, "new")
+    assert cross.where(extra.id, extra.messages) == (None, "trained")
+    # a file without folds was fitted on XSTest's prompts, and on conversations only where its fit read them
+    bare = CrossFit.of(ProbeSet("m.gguf", "abc", 3, folds[0], {"fit": {"dialogues": 0}}))
+    assert bare.where(None, lone.messages) == (None, "trained") and bare.where(None, conv.messages) == (None, "new")
+    read = CrossFit.of(ProbeSet("m.gguf", "abc", 3, folds[0], {"fit": {"dialogues": 125}}))
+    assert read.where(None, conv.messages) == (None, "trained")

@@ -75,11 +75,15 @@ class CrossFit:
         from rainlocal.latent.data import conversation_key, extra_prompts, hh_requests, xstest_prompts
 
         fold_of = {pid: i for i, ids in enumerate(probes.fold_ids) for pid in ids}
-        labelled = xstest_prompts() + hh_requests()
-        id_of_key = {conversation_key(p.messages): p.id for p in labelled if p.id in fold_of}
-        # Prompts no fold left out: the extra prompts, and labelled ones a file without folds was fitted on.
+        xs, hh = xstest_prompts(), hh_requests()
+        id_of_key = {conversation_key(p.messages): p.id for p in xs + hh if p.id in fold_of}
+        # Prompts no fold left out: the extra prompts, and in a file without folds the labelled ones it was
+        # fitted on (XSTest's; the conversations only if its fit read them). With folds, a labelled prompt in
+        # no fold was not read at all: new to the probes.
         trained = {conversation_key(p.messages) for p in extra_prompts()}
-        trained |= {conversation_key(p.messages) for p in labelled if p.id not in fold_of}
+        if not fold_of:
+            read_hh = bool((getattr(probes, "metrics", {}).get("fit") or {}).get("dialogues"))
+            trained |= {conversation_key(p.messages) for p in xs + (hh if read_hh else [])}
         return cls(fold_of, id_of_key, trained)
 
     def where(self, prompt_id: str | None, messages: Sequence[dict[str, Any]]) -> tuple[str | None, str]:
