@@ -50,3 +50,37 @@ def test_a_token_that_was_sampled_but_never_fed_back_is_decoded_once_when_its_st
     before = eng.counters["judge"]
     st = eng.hidden_states(seq, len(seq) - 2)
     assert st.shape[0] == 2 and eng.counters["judge"] - before == 1
+
+
+def test_states_read_without_logits_match_those_of_a_full_decode(eng):
+    seq = eng.tokenize("Tell me how the water cycle works, in two sentences.")
+    eng.logprobs([seq], phase="judge")
+    full = eng.hidden_states(seq, 0)
+    eng.reset()
+    eng.read_states([seq])
+    shallow = eng.hidden_states(seq, 0)
+    assert np.array_equal(full, shallow)  # the same graph up to the layer: the same numbers
+
+
+def test_replies_read_together_decode_their_shared_prompt_once(eng):
+    prompt = eng.tokenize("Question: which planet is the largest in the solar system? Answer:")
+    replies = [eng.tokenize(" Jupiter is."), eng.tokenize(" It is Jupiter, by far."), eng.tokenize(" Saturn.")]
+    before = eng.counters["judge"]
+    eng.read_states([prompt + r for r in replies])
+    assert eng.counters["judge"] - before == len(prompt) + sum(len(r) for r in replies)
+    assert all(eng.hidden.rows(prefix_hashes(prompt + r))[-1] is not None for r in replies)
+
+
+def test_a_read_leaves_no_half_decoded_branch_behind(eng):
+    """Cells computed only up to the read layer would poison a later full decode that reused them."""
+    seq = eng.tokenize("The quick brown fox jumps over the lazy dog because")
+    head = seq[:5]
+    eng.logprobs([head], phase="judge")  # a full branch the read extends
+    eng.read_states([seq])
+    assert all(len(s.tokens) <= len(head) for s in eng.slots.slots)
+    after = eng.logprobs([seq], phase="judge")[0]
+    eng.reset()
+    eng.hidden.want([])
+    fresh = eng.logprobs([seq], phase="judge")[0]
+    assert np.abs(after - fresh).max() < 0.3  # a stale cell would move it far more (the decode split differs)
+    assert int(np.argmax(after)) == int(np.argmax(fresh))

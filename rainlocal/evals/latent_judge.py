@@ -14,7 +14,8 @@ The states are read once per (conversation, answer): ``prompt + answer[:features
 evaluation model's own chat template, exactly as the probes were fitted (the request's state at the
 prompt's last token, the mean over the answer's first ``WINDOW`` tokens), so the check on people's
 labels measures the very procedure that grades the answers. Cases announced with ``expect`` are
-decoded several at a time (replies to one prompt together, so the prompt is decoded once).
+decoded several at a time (replies to one prompt together, so the prompt is decoded once), and only
+as deep as the probes' layer (``engine.read_states``: no logits are computed).
 
 **Cross-fitting.** The probes were fitted on XSTest's prompts and people-labelled replies to them, and on
 HH conversations whose final request was labelled by reading; an answer or a check case whose prompt is
@@ -43,7 +44,7 @@ from rainlocal.evals.judges import Classification, EvalJudge, Verdict
 DEFAULT_JUDGE_MODEL = "qwen2.5-coder-1.5b"
 #: Criteria the probes answer (the rest go to the prompted judge).
 LATENT_CRITERIA = ("harmless", "resisted")
-#: Cases decoded in one ``engine.logprobs`` call.
+#: Cases decoded in one ``engine.read_states`` call.
 BATCH = 8
 
 Key = tuple[str, str]
@@ -126,7 +127,7 @@ class LatentJudge(EvalJudge):
         self.cross = CrossFit.of(probes)
         self._readings: OrderedDict[Key, Reading] = OrderedDict()
         self._ahead: dict[Key, list[dict[str, Any]]] = {}  # announced cases not yet read, in order
-        self.decodes = 0  # engine.logprobs calls made for readings
+        self.decodes = 0  # engine.read_states calls made for readings
         name = getattr(getattr(engine, "path", None), "name", None) or type(engine).__name__
         self.description = f"latent probes of local GGUF {name} (layer {probes.layer})"
         engine.want_layers([probes.layer])
@@ -179,7 +180,7 @@ class LatentJudge(EvalJudge):
         self.engine.want_layers([self.probes.layer])
         msgs = {k: self._ahead.get(k, list(messages)) for k in keys}
         toks = {k: self._tokens(msgs[k], k[1]) for k in keys}
-        self.engine.logprobs([p + r for p, r in toks.values()], phase="judge")
+        self.engine.read_states([p + r for p, r in toks.values()], phase="judge")
         self.decodes += 1
         for k in keys:
             p, r = toks[k]

@@ -50,11 +50,12 @@ def read_case(engine, prompt: list[int], reply: list[int]) -> tuple[np.ndarray, 
 
 def case_states(engine, prompts: Sequence[list[int]], replies: Sequence[list[int]], *,
                 batch: int = 8, progress: Callable[[int], None] | None = None) -> CaseStates:
-    """Decode each ``prompt + reply[:WINDOW]`` once (``batch`` at a time) and read the wanted layers."""
+    """Decode each ``prompt + reply[:WINDOW]`` once (``batch`` at a time, only as deep as the wanted
+    layers: ``read_states``) and read the wanted layers."""
     rows = []
     for a in range(0, len(prompts), batch):
         group = list(zip(prompts[a:a + batch], replies[a:a + batch]))
-        engine.logprobs([list(p) + list(r[:WINDOW]) for p, r in group], phase="judge")
+        engine.read_states([list(p) + list(r[:WINDOW]) for p, r in group], phase="judge")
         rows.extend(read_case(engine, p, r) for p, r in group)
         engine.reset()
         if progress is not None:

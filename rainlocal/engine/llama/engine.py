@@ -278,16 +278,16 @@ class LlamaEngine:
                         results[i] = lp
         return results  # type: ignore[return-value]
 
-    def _decode_shared(self, keys: list[tuple[int, ...]], phase: str) -> None:
+    def _decode_shared(self, keys: list[tuple[int, ...]], phase: str, *, logits: bool = True) -> None:
         """Decode the prefixes several requests share (and no branch holds) once, the longest-shared
         first by recursion: e.g. three judged texts share the judge's prompt, and each text's two option
         orders share the text; without the recursion each text's shared part would decode the prompt again."""
         shared = self._shared_prefixes(keys)
         if shared:
-            self._decode_shared(shared, phase)
+            self._decode_shared(shared, phase, logits=logits)
             shared = [k for k in shared if k not in self._cache]
             if shared:
-                self._decode_group(shared, phase)
+                self._decode_group(shared, phase, logits=logits)
 
     def _shared_prefixes(self, keys: list[tuple[int, ...]], min_gain: int = 8) -> list[tuple[int, ...]]:
         if len(keys) < 2:
@@ -301,7 +301,7 @@ class LlamaEngine:
                 out[keys[i][:best]] = None
         return [k for k in out if k not in self._cache]
 
-    def _decode_group(self, keys: list[tuple[int, ...]], phase: str) -> list[np.ndarray]:
+    def _decode_group(self, keys: list[tuple[int, ...]], phase: str, *, logits: bool = True) -> list[np.ndarray]:
         busy: set[int] = set()
         plans: list[tuple[Slot, list[int], int]] = []
         for key in keys:
@@ -315,14 +315,15 @@ class LlamaEngine:
         for pi, (slot, tail, keep) in enumerate(plans):
             hashes = prefix_hashes(keys[pi])[keep:] if capture else [0] * len(tail)
             for j, tok in enumerate(tail):
-                entries.append((tok, keep + j, slot.seq_id, j == len(tail) - 1, pi, hashes[j]))
+                entries.append((tok, keep + j, slot.seq_id, logits and j == len(tail) - 1, pi, hashes[j]))
         out: list[np.ndarray | None] = [None] * len(plans)
         for b0 in range(0, len(entries), self.n_batch):
             chunk = entries[b0 : b0 + self.n_batch]
             self._decode_chunk(chunk, out, busy)
         for pi, (slot, tail, keep) in enumerate(plans):
             slot.tokens = list(keys[pi])
-            self._cache.put(keys[pi], out[pi], exact=phase in self.EXACT_PHASES)  # type: ignore[arg-type]
+            if logits:
+                self._cache.put(keys[pi], out[pi], exact=phase in self.EXACT_PHASES)  # type: ignore[arg-type]
             self.counters[phase] += len(tail)
         return out  # type: ignore[return-value]
 
@@ -378,6 +379,32 @@ class LlamaEngine:
         if not self.can_read_states:
             raise EngineError("this engine cannot read hidden states")
         self.hidden.want(layers)
+
+    def read_states(self, seqs: Sequence[Sequence[int]], *, phase: str = "judge") -> None:
+        """Decode ``seqs`` for their hidden states alone, so that ``hidden_states`` finds their rows.
+
+        Why: the latent evaluation judge and the fit read one layer part way up and need no next-token
+        distribution; the layers above and the output head are most of a full decode's work, so the
+        graph stops at the deepest wanted layer. Cells computed that way must never serve a later
+        decode, so every slot written here is cut back to what it held before (a scratch span of the
+        slot table); the rows read stay in the store, named by their prefixes. Requests that share a
+        prefix (replies to one prompt) decode it once."""
+        if not self.can_read_states or not self.hidden.layers:
+            raise EngineError("no hidden-state layers are being captured (want_layers first)")
+        keys = list(dict.fromkeys(tuple(int(t) for t in s) for s in seqs if len(s)))
+        keys = [k for k in keys if any(r is None for r in self.hidden.rows(prefix_hashes(k)))]
+        if not keys:
+            return
+        self.slots.begin_scratch()
+        self.hidden.stop_early = True
+        try:
+            self._decode_shared(keys, phase, logits=False)
+            group = max(1, self.n_seq - 2)
+            for start in range(0, len(keys), group):
+                self._decode_group(keys[start : start + group], phase, logits=False)
+        finally:
+            self.hidden.stop_early = False
+            self.slots.end_scratch()
 
     def hidden_states(self, tokens: Sequence[int], start: int, *, phase: str = "judge") -> np.ndarray:
         """The wanted layers' states at ``tokens[start:]`` (``[n, n_layers_wanted, n_embd]``, float32).

@@ -7,8 +7,10 @@ out of every ``llama_decode``, and a store keeps them by the token prefix they b
 state depends only on the tokens before it, so ``hash(prefix)`` names it whatever branch decoded it.
 
 llama.cpp calls the callback for every graph node (``ask=True``: "do you want this one?"), then again
-with the computed tensor for the nodes we asked for. With nothing wanted the callback answers at
-once; the cost of one Python call per node is measured in the README ("Latent judge").
+with the computed tensor for the nodes we asked for; answering that second call with False makes the
+scheduler skip the rest of the graph (``stop_early``: a reading that needs no logits). With nothing
+wanted the callback answers at once; the cost of one Python call per node is measured in the README
+("Latent judge").
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class HiddenCapture:
         self._got: dict[int, np.ndarray] = {}
         self._store: OrderedDict[int, np.ndarray] = OrderedDict()
         self._name_off: int | None = None
+        #: Stop the graph once the deepest wanted layer is copied (``LlamaEngine.read_states``).
+        self.stop_early = False
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_node)
 
     # ---- what to capture ------------------------------------------------------------------
@@ -119,6 +123,8 @@ class HiddenCapture:
                 buf = np.empty((rows, self.n_embd), dtype=np.float32)
                 self._lib.ggml_backend_tensor_get(t, buf.ctypes.data, 0, buf.nbytes)
                 self._got[idx] = buf
+                if self.stop_early and idx == len(self.layers) - 1:
+                    return False  # llama.cpp's scheduler skips the rest of the graph
             return True
         except Exception:  # never let an exception cross into C
             return False if ask else True

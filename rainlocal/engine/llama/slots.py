@@ -49,6 +49,8 @@ class SlotTable:
         self.slots = [Slot(seq_id=i) for i in range(n_seq)]
         self.memory = memory
         self._clock = 0
+        #: seq_id -> how many leading cells predate ``begin_scratch`` (None: not in a scratch span).
+        self._scratch: dict[int, int] | None = None
 
     def touch(self, slot: Slot) -> None:
         self._clock += 1
@@ -80,6 +82,7 @@ class SlotTable:
         keep = min(max(best_lcp, 0), len(seq) - 1)
         if best is not None and best.seq_id not in busy and best_lcp == len(best.tokens) and keep == best_lcp:
             self.touch(best)
+            self._mark(best, keep)
             return best, keep
         if best is not None:
             self.touch(best)  # a fork source is hot (e.g. the judge's fixed prefix)
@@ -90,8 +93,10 @@ class SlotTable:
                 raise EngineError("too many concurrent branches for the context's sequence slots")
             target = best
             self.truncate(target, keep)
+            self._mark(target, keep)
         else:
             self.truncate(target, 0)
+            self._mark(target, 0)
             if best is not None and keep > 0:
                 self.memory.copy(best.seq_id, target.seq_id, keep)
                 target.tokens = list(best.tokens[:keep])
@@ -115,6 +120,30 @@ class SlotTable:
         if not self.memory.remove(slot.seq_id, n):
             raise EngineError("this model cannot rewind a branch (partial sequence removal refused)")
         del slot.tokens[n:]
+        if self._scratch is not None and slot.seq_id in self._scratch:
+            self._scratch[slot.seq_id] = min(self._scratch[slot.seq_id], n)
+
+    # ---- scratch spans: cells that must not outlive them ---------------------------------------
+    def begin_scratch(self) -> None:
+        """Note, from now on, how many leading cells of each slot written were there before.
+
+        Why: a decode that stops part way up the model (``LlamaEngine.read_states``) leaves cells whose
+        upper layers were never computed; a later full decode reusing them would read garbage. Every
+        slot a request is assigned to in the span is marked with the cells it held of its own (an
+        extension or a rewind keeps them, a fork keeps none: its cells are copied from a slot that may
+        itself be scratch), and a truncation lowers a mark."""
+        self._scratch = {}
+
+    def end_scratch(self) -> None:
+        """Cut every slot written since ``begin_scratch`` back to the cells that predate it."""
+        marks, self._scratch = self._scratch or {}, None
+        for slot in self.slots:
+            if slot.seq_id in marks:
+                self.truncate(slot, marks[slot.seq_id])
+
+    def _mark(self, slot: Slot, n: int) -> None:
+        if self._scratch is not None and slot.seq_id not in self._scratch:
+            self._scratch[slot.seq_id] = n
 
     def evict_one(self, busy: set[int]) -> bool:
         """Free KV cells by dropping the least recently used branch that no request needs now."""
