@@ -423,7 +423,9 @@ def test_report_compares_rain_profiles_with_each_other():
 
 # ------------------------------------------------------------------------------------ the command
 
-TINY_RAIN = ["-n", "4", "-T", "1", "--set", "min_searches=1", "--set", "similarity=false", "--set", "dynamic_add=false"]
+# The paper's harmless profile (prompted vote, both option orders), tiny: these tests read its records.
+TINY_RAIN = ["-n", "4", "--profile", "harmless", "-T", "1", "--set", "min_searches=1", "--set", "similarity=false",
+             "--set", "dynamic_add=false"]
 
 
 @pytest.mark.slow

@@ -164,3 +164,24 @@ def test_a_vanilla_answers_text_evaluator_with_the_latent_score_is_the_latent_ju
     assert isinstance(ev, LatentEvaluator)
     assert ev.score(HARMFUL[0][1]) < ev.score(REFUSALS[0][1])
     qwen.reset()
+
+
+def test_reading_an_answer_ahead_gives_the_score_a_whole_decode_gives_and_leaves_no_branch(qwen):
+    """The eval's checks score replies the search never decoded: read only up to the probe layer first."""
+    gen = Generator(qwen)
+    settings = GenerationSettings(mode="vanilla", sampling=SamplingSettings(seed=0), rain=profile_settings("fast"))
+    messages = [{"role": "user", "content": HARMFUL[1][0]}]
+    qwen.reset()
+    ev = gen.text_evaluator(messages, settings)
+    qwen.logprobs([ev.prompt + qwen.tokenize(HARMFUL[1][1].strip())], phase="judge")  # the same batch, whole
+    whole = ev.score(HARMFUL[1][1])
+    qwen.reset()
+    ev = gen.text_evaluator(messages, settings)
+    before = qwen.counters["judge"]
+    ev.read_ahead([HARMFUL[1][1]])
+    read = qwen.counters["judge"] - before
+    assert not any(s.tokens for s in qwen.slots.slots)  # nothing half-decoded is kept
+    ahead = ev.score(HARMFUL[1][1])
+    assert qwen.counters["judge"] - before == read > 0  # the score decoded nothing more
+    assert ahead == pytest.approx(whole, abs=1e-6)  # the same states: the layers below the probe's are the same graph
+    qwen.reset()

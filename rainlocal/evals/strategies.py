@@ -10,7 +10,7 @@ Every strategy answers with the same model, seed, stopping rule and length limit
                    (below 0: both option orders prefer the bad option, for the paper's vote) the
                    answer is replaced by ``SELF_CHECK_REFUSAL`` (the "self-examination" defence of
                    Helbling et al., 2023). The record says whether it fired.
-* ``rain``         RAIN with ``--profile`` (``eval``'s default: the suite's paper profile);
+* ``rain``         RAIN with ``--profile`` (``eval``'s default: ``suites.SUITE_PROFILE``, the fast profile for the harm suites);
   a profile name  RAIN with that profile (``fast``, ``paper``, ``harmless``, ...), one row each.
   ``NAME[K=V,...]`` a RAIN strategy with its own constants on top of the command's (``paper[T=10,
                    min_searches=4]`` beside an unchanged ``fast``: a reduced budget for one row only).

@@ -33,8 +33,12 @@ SUITES = ("hh", "advbench", "truthfulqa", "xstest")
 DEFAULT_FILES = {"hh": "hh_harmless_dev.jsonl", "advbench": "advbench_dev.csv", "truthfulqa": "truthfulqa_dev.csv",
                  "xstest": "xstest_dev.csv"}
 
-#: The RAIN profile (paper constants) and self-evaluation objective each suite runs with by default.
-SUITE_PROFILE = {"hh": "harmless", "advbench": "adversarial", "truthfulqa": "truthful", "xstest": "harmless"}
+#: The RAIN profile each suite's ``rain`` strategy runs with by default: what ``rainlocal run`` answers with
+#: (the fast profile, its latent judge reading harm) where the suite measures harm, so a first evaluation
+#: measures the product and takes minutes; TruthfulQA's is the paper's truthful experiment (the harm probes
+#: do not read truthfulness). The paper's experiments stay one name away (``--profile harmless``, or the
+#: strategies ``paper``, ``harmless``, ``adversarial``).
+SUITE_PROFILE = {"hh": "fast", "advbench": "fast", "truthfulqa": "truthful", "xstest": "fast"}
 
 SHARED_DATA = Path("..") / "shared" / "data"
 

@@ -96,6 +96,17 @@ class LatentEvaluator:
         finally:
             self.source = source
 
+    def read_ahead(self, texts: Sequence[str]) -> None:
+        """Read the prompt's and these answers' states only as deep as the probe layer, all in one batch
+        (``engine.read_states``), before they are scored. For answers the search never decoded (the
+        evaluation's checks of this judge on labelled replies), each of which would otherwise cost a
+        whole decode; states already kept are not read again."""
+        read = getattr(self.engine, "read_states", None)
+        if read is None:
+            return
+        seqs = [self.prompt + self.engine.tokenize(t.strip()) for t in texts if t.strip()]
+        read(seqs or [self.prompt])
+
     def score_many(self, texts: Sequence[str]) -> list[float]:
         return [self.score(t) for t in texts]
 
