@@ -84,3 +84,29 @@ def test_a_read_leaves_no_half_decoded_branch_behind(eng):
     fresh = eng.logprobs([seq], phase="judge")[0]
     assert np.abs(after - fresh).max() < 0.3  # a stale cell would move it far more (the decode split differs)
     assert int(np.argmax(after)) == int(np.argmax(fresh))
+
+
+def test_a_ctrl_c_during_a_decode_is_raised_after_it_and_leaves_the_engine_usable(eng, capfd):
+    """While llama_decode runs, Python signal handlers run inside the eval callback, where an exception
+    would be printed by ctypes and lost (the eval then ran on, or failed with missing states)."""
+    import signal
+
+    seq = eng.tokenize("one two three four five six seven eight nine ten " * 60)[:480]
+
+    def interrupt(signum, frame):  # noqa: ANN001 - as Python's own SIGINT handler does
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # the decode of 480 tokens takes about a second here
+        with pytest.raises(KeyboardInterrupt):
+            eng.logprobs([seq], phase="judge")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert not any(s.tokens for s in eng.slots.slots)
+    after = eng.logprobs([seq[:24]], phase="judge")[0]  # the cells of the interrupted decode were dropped
+    eng.reset()
+    fresh = eng.logprobs([seq[:24]], phase="judge")[0]
+    assert np.abs(after - fresh).max() < 1e-4

@@ -23,7 +23,7 @@ import numpy as np
 from rainlocal.engine.base import PHASES, split_cached
 from rainlocal.engine.llama.cache import EXACT_BYTES, FULL_BYTES, TOP_BYTES, LogitsCache
 from rainlocal.engine.llama.embeddings import Embedder
-from rainlocal.engine.llama.hidden import HiddenCapture, prefix_hashes
+from rainlocal.engine.llama.hidden import HiddenCapture, callback_interrupts, prefix_hashes
 from rainlocal.engine.llama.log import install_log_callback, last_llama_error, log_errors
 from rainlocal.engine.llama.markup import tokenize_parts
 from rainlocal.engine.llama.slots import Slot, SlotTable, common_prefix
@@ -317,9 +317,16 @@ class LlamaEngine:
             for j, tok in enumerate(tail):
                 entries.append((tok, keep + j, slot.seq_id, logits and j == len(tail) - 1, pi, hashes[j]))
         out: list[np.ndarray | None] = [None] * len(plans)
-        for b0 in range(0, len(entries), self.n_batch):
-            chunk = entries[b0 : b0 + self.n_batch]
-            self._decode_chunk(chunk, out, busy)
+        try:
+            for b0 in range(0, len(entries), self.n_batch):
+                chunk = entries[b0 : b0 + self.n_batch]
+                self._decode_chunk(chunk, out, busy)
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed part way: the slots still name only the tokens they held before,
+            # so drop any cells decoded after them; the table and the KV cache agree again.
+            for slot, _tail, _keep in plans:
+                self._ll.llama_memory_seq_rm(self.mem, slot.seq_id, len(slot.tokens), -1)
+            raise
         for pi, (slot, tail, keep) in enumerate(plans):
             slot.tokens = list(keys[pi])
             if logits:
@@ -339,7 +346,15 @@ class LlamaEngine:
         b.n_tokens = len(chunk)
         t0 = time.perf_counter()
         while True:
-            rc = ll.llama_decode(self.ctx, b)
+            with callback_interrupts() as caught:
+                rc = ll.llama_decode(self.ctx, b)
+            if caught or (self.hidden is not None and self.hidden.interrupted):
+                # a Ctrl-C that arrived while llama.cpp ran (see ``hidden.callback_interrupts``): the graph may
+                # have stopped part way, so this decode's cells are dropped (``_decode_group``) and it is raised
+                if self.hidden is not None:
+                    self.hidden.interrupted = False
+                    self.hidden.take([])  # (drops what this decode copied)
+                raise KeyboardInterrupt
             if rc == 0:
                 break
             if rc == 1 and self.slots.evict_one(busy):

@@ -18,8 +18,10 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import sys
 from collections import OrderedDict
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -35,6 +37,32 @@ def prefix_hashes(tokens: Sequence[int], seed: int = _SEED) -> list[int]:
         h = hash((h, int(t)))
         out.append(h)
     return out
+
+
+@contextmanager
+def callback_interrupts() -> Iterator[list]:
+    """Catch a KeyboardInterrupt raised inside the eval callback while llama.cpp runs.
+
+    Why: during ``llama_decode`` Python's signal handlers run only when the callback is entered, so a
+    Ctrl-C (or a handler that raises KeyboardInterrupt, as an eval worker's SIGTERM does) is raised at
+    the callback's first line, where no ``try`` can catch it; ctypes then reports it as unraisable and
+    returns 0, and the interrupt would be lost. The list it yields collects such interrupts (other
+    unraisable exceptions go on to the previous hook); the engine raises KeyboardInterrupt again once
+    the decode has returned."""
+    caught: list = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:  # noqa: ANN001
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            caught.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield caught
+    finally:
+        sys.unraisablehook = previous
 
 
 def _ggml_base():
@@ -83,6 +111,9 @@ class HiddenCapture:
         self._name_off: int | None = None
         #: Stop the graph once the deepest wanted layer is copied (``LlamaEngine.read_states``).
         self.stop_early = False
+        #: A KeyboardInterrupt (Ctrl-C, or a signal handler raising one) arrived inside the callback; the
+        #: engine raises it again once ``llama_decode`` has returned (see ``_on_node``).
+        self.interrupted = False
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_node)
 
     # ---- what to capture ------------------------------------------------------------------
@@ -110,9 +141,12 @@ class HiddenCapture:
         return ctypes.string_at(t + self._name_off, 12)
 
     def _on_node(self, t, ask, _user) -> bool:
-        if not self._names:
-            return False if ask else True
+        # While llama_decode runs, Python's signal handlers run only here, in the callback: an exception
+        # raised in it never reaches Python (ctypes prints it and returns 0), so a Ctrl-C mid-decode would be
+        # lost. It is noted instead, the decode finishes (its KV cells stay whole), and the engine raises it.
         try:
+            if not self._names:
+                return False if ask else True
             name = self._name(t).split(b"\0", 1)[0]
             idx = self._names.get(name)
             if ask:
@@ -126,7 +160,10 @@ class HiddenCapture:
                 if self.stop_early and idx == len(self.layers) - 1:
                     return False  # llama.cpp's scheduler skips the rest of the graph
             return True
-        except Exception:  # never let an exception cross into C
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return False if ask else True
+        except BaseException:  # never let an exception cross into C
             return False if ask else True
 
     # ---- after a decode -------------------------------------------------------------------
