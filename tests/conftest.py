@@ -8,6 +8,7 @@ it fail rather than skip when it cannot be had, so a run without the model canno
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,12 @@ from pathlib import Path
 import pytest
 
 from loopback_http import LoopbackServer, write_tiny_gguf
+
+# A test run started in the background by a script (``pytest ... &``) inherits SIGINT ignored, and so would
+# every command the tests start, whose Ctrl-C tests would then fail (a chat that ignores Ctrl-C, a server
+# that exits 0): give this process, and so its children, Python's own handler.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _pulled(alias: str) -> Path:
