@@ -162,14 +162,19 @@ def test_trim_cuts_branches_back_to_the_longest_kept_prefix_and_drops_the_rest()
 # ---- scratch spans (cells decoded part way up the model must not outlive the span) ----------------
 
 
+def decoded(table: SlotTable, seq: list[int]):
+    """Assign ``seq`` a slot and fill it, as the engine does after the decode: (slot, kept tokens)."""
+    slot, keep = table.assign(seq, set())
+    slot.tokens = list(seq)
+    return slot, keep
+
+
 def test_a_branch_extended_in_a_scratch_span_is_cut_back_to_what_it_held_before():
     mem = Memory()
     table = SlotTable(4, mem)
-    a, _ = table.assign([1, 2, 3], set())
-    a.tokens = [1, 2, 3]
+    a, _ = decoded(table, [1, 2, 3])
     table.begin_scratch()
-    again, keep = table.assign([1, 2, 3, 4, 5], set())
-    again.tokens = [1, 2, 3, 4, 5]
+    again, keep = decoded(table, [1, 2, 3, 4, 5])
     table.end_scratch()
     assert again is a and a.tokens == [1, 2, 3]
     assert mem.ops[-1] == ("remove", a.seq_id, 3)
@@ -177,24 +182,19 @@ def test_a_branch_extended_in_a_scratch_span_is_cut_back_to_what_it_held_before(
 
 def test_a_fork_made_in_a_scratch_span_keeps_nothing_though_its_source_keeps_its_own_cells():
     table = SlotTable(4, Memory())
-    a, _ = table.assign([1, 2, 3, 4], set())
-    a.tokens = [1, 2, 3, 4]
+    a, _ = decoded(table, [1, 2, 3, 4])
     table.begin_scratch()
-    b, keep = table.assign([1, 2, 7, 8], set())
-    b.tokens = [1, 2, 7, 8]
+    b, keep = decoded(table, [1, 2, 7, 8])
     table.end_scratch()
     assert keep == 2 and b.tokens == [] and a.tokens == [1, 2, 3, 4]
 
 
 def test_a_rewind_inside_a_scratch_span_lowers_what_survives_it():
     table = SlotTable(1, Memory())  # one slot: a diverging request rewinds it in place
-    a, _ = table.assign([1, 2, 3, 4], set())
-    a.tokens = [1, 2, 3, 4]
+    a, _ = decoded(table, [1, 2, 3, 4])
     table.begin_scratch()
-    s, _ = table.assign([1, 2, 3, 4, 5], set())  # extended: marked with its 4 own cells
-    s.tokens = [1, 2, 3, 4, 5]
-    s, keep = table.assign([1, 9], set())  # rewound to 1: cells 1.. are rewritten in the span
-    s.tokens = [1, 9]
+    s, _ = decoded(table, [1, 2, 3, 4, 5])  # extended: marked with its 4 own cells
+    s, keep = decoded(table, [1, 9])  # rewound to 1: cells 1.. are rewritten in the span
     table.end_scratch()
     assert keep == 1 and a.tokens == [1]
 
@@ -202,15 +202,12 @@ def test_a_rewind_inside_a_scratch_span_lowers_what_survives_it():
 def test_slots_a_scratch_span_never_wrote_are_left_alone():
     mem = Memory()
     table = SlotTable(4, mem)
-    a, _ = table.assign([1, 2, 3], set())
-    a.tokens = [1, 2, 3]
+    a, _ = decoded(table, [1, 2, 3])
     table.begin_scratch()
-    b, _ = table.assign([8, 9], set())
-    b.tokens = [8, 9]
+    b, _ = decoded(table, [8, 9])
     table.end_scratch()
     assert a.tokens == [1, 2, 3] and b.tokens == []
     table.begin_scratch()  # a span that is over marks nothing after it ends
     table.end_scratch()
-    c, _ = table.assign([5, 6], set())
-    c.tokens = [5, 6]
+    c, _ = decoded(table, [5, 6])
     assert c.tokens == [5, 6]

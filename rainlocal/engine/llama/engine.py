@@ -325,7 +325,7 @@ class LlamaEngine:
             # Interrupted (Ctrl-C) or failed part way: the slots still name only the tokens they held before,
             # so drop any cells decoded after them; the table and the KV cache agree again.
             for slot, _tail, _keep in plans:
-                self._ll.llama_memory_seq_rm(self.mem, slot.seq_id, len(slot.tokens), -1)
+                self.remove(slot.seq_id, len(slot.tokens))
             raise
         for pi, (slot, tail, keep) in enumerate(plans):
             slot.tokens = list(keys[pi])
@@ -348,11 +348,10 @@ class LlamaEngine:
         while True:
             with callback_interrupts() as caught:
                 rc = ll.llama_decode(self.ctx, b)
-            if caught or (self.hidden is not None and self.hidden.interrupted):
+            if caught:
                 # a Ctrl-C that arrived while llama.cpp ran (see ``hidden.callback_interrupts``): the graph may
                 # have stopped part way, so this decode's cells are dropped (``_decode_group``) and it is raised
                 if self.hidden is not None:
-                    self.hidden.interrupted = False
                     self.hidden.take([])  # (drops what this decode copied)
                 raise KeyboardInterrupt
             if rc == 0:

@@ -111,9 +111,6 @@ class HiddenCapture:
         self._name_off: int | None = None
         #: Stop the graph once the deepest wanted layer is copied (``LlamaEngine.read_states``).
         self.stop_early = False
-        #: A KeyboardInterrupt (Ctrl-C, or a signal handler raising one) arrived inside the callback; the
-        #: engine raises it again once ``llama_decode`` has returned (see ``_on_node``).
-        self.interrupted = False
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_node)
 
     # ---- what to capture ------------------------------------------------------------------
@@ -141,12 +138,11 @@ class HiddenCapture:
         return ctypes.string_at(t + self._name_off, 12)
 
     def _on_node(self, t, ask, _user) -> bool:
-        # While llama_decode runs, Python's signal handlers run only here, in the callback: an exception
-        # raised in it never reaches Python (ctypes prints it and returns 0), so a Ctrl-C mid-decode would be
-        # lost. It is noted instead, the decode finishes (its KV cells stay whole), and the engine raises it.
+        # (A KeyboardInterrupt raised here, where Python runs its signal handlers during llama_decode, is
+        # left to ctypes: ``callback_interrupts`` catches it and the engine raises it after the decode.)
+        if not self._names:
+            return False if ask else True
         try:
-            if not self._names:
-                return False if ask else True
             name = self._name(t).split(b"\0", 1)[0]
             idx = self._names.get(name)
             if ask:
@@ -160,10 +156,7 @@ class HiddenCapture:
                 if self.stop_early and idx == len(self.layers) - 1:
                     return False  # llama.cpp's scheduler skips the rest of the graph
             return True
-        except KeyboardInterrupt:
-            self.interrupted = True
-            return False if ask else True
-        except BaseException:  # never let an exception cross into C
+        except Exception:  # never let an error cross into C
             return False if ask else True
 
     # ---- after a decode -------------------------------------------------------------------
