@@ -177,3 +177,26 @@ def test_a_conversation_the_probes_never_read_is_new_to_them_not_trained_on():
     assert bare.where(None, lone.messages) == (None, "trained") and bare.where(None, conv.messages) == (None, "new")
     read = CrossFit.of(ProbeSet("m.gguf", "abc", 3, folds[0], {"fit": {"dialogues": 125}}))
     assert read.where(None, conv.messages) == (None, "trained")
+
+
+def test_the_quick_plan_answers_every_other_prompt_itself_with_both_labels_kept():
+    from rainlocal.latent import data
+    from rainlocal.latent.calibrate import Plan
+
+    prompts = data.xstest_prompts()
+    quick, full = Plan.named(True), Plan.named(False)
+    own = quick.own_prompts(prompts)
+    assert full.own_prompts(prompts) == prompts
+    assert len(own) == (len(prompts) + 1) // 2
+    assert {p.unsafe for p in own} == {True, False}
+    assert abs(sum(p.unsafe for p in own) / len(own) - sum(p.unsafe for p in prompts) / len(prompts)) < 0.05
+    assert quick.own_tokens < full.own_tokens
+
+
+def test_the_quick_plan_tries_a_subset_of_the_full_plans_layers_no_deeper_than_sixty_percent():
+    from rainlocal.latent.calibrate import Plan
+
+    for n_layer in (24, 28, 30):
+        quick, full = Plan.named(True).layers(n_layer), Plan.named(False).layers(n_layer)
+        assert set(quick) < set(full)
+        assert max(quick) <= round(0.6 * n_layer)

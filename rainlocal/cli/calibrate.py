@@ -69,14 +69,13 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 
     from rainlocal.generate import Generator
     from rainlocal.latent.calibrate import Plan, calibrate, units
-    from rainlocal.latent.fit import candidate_layers
 
     gen = Generator(engine)
 
     def prompt_tokens(messages: list[dict]) -> list[int]:
         return gen.prompt(messages)[0]
 
-    total = units(Plan.named(quick, dialogues), len(candidate_layers(engine.n_layer)), limit)
+    total = units(Plan.named(quick, dialogues), engine.n_layer, limit)
     bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
                    disable=not (show and stderr.is_terminal), transient=True)
@@ -94,7 +93,7 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
               help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
                    "writes them now and the refusal-string rule labels them.")
 @click.option("--dialogues", "dialogues", type=click.IntRange(0, None), default=None,
-              help="Labelled HH conversations to read (of 500; default 125, with --full all): they teach the "
+              help="Labelled HH conversations to read (of 500; default 64, with --full all): they teach the "
                    "request probe multi-turn requests, and each costs a decode of the whole conversation.")
 @click.option("--force", is_flag=True, help="Fit again even if the model has probes.")
 @click.option("--limit", "limit", type=click.IntRange(20, None), default=None,

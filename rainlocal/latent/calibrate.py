@@ -14,25 +14,42 @@ from typing import Callable
 
 from rainlocal.latent import data
 from rainlocal.latent.data import Reply
-from rainlocal.latent.fit import PENALTIES, candidate_layers, choose, fit_final, read_tables
+from rainlocal.latent.features import WINDOW
+from rainlocal.latent.fit import DEPTHS, PENALTIES, candidate_layers, choose, fit_final, read_tables
 from rainlocal.latent.probes import ProbeSet, probe_path
 
 
 @dataclass
 class Plan:
-    """How much of the labelled data a calibration reads (``quick``: the first-use budget)."""
+    """How much of the labelled data a calibration reads (``quick``: the first-use budget).
+
+    The quick plan is sized to fit a 0.5B model in about three minutes on two cores (measured 2026-12-06:
+    of the 5 minutes the earlier quick plan took, half went to writing a 48-token own reply to every one
+    of the 338 prompts, and most of the rest to reading states as deep as 70% of the layers, for 125
+    long conversations among others). Every shipped probe chose 50-60% depth."""
 
     people_per_prompt: int  # human-labelled replies read per prompt (of 5)
     extra: int  # extra prompts (AdvBench / TruthfulQA) per source
     own: bool  # the model's own replies
     dialogues: int = 0  # labelled HH conversations (of 500; long, so the quick plan reads a share)
+    own_every: int = 1  # an own reply to every k-th XSTest prompt
+    own_tokens: int = WINDOW  # the longest own reply written
+    depths: tuple[float, ...] = DEPTHS  # layer depths tried
 
     @classmethod
     def named(cls, quick: bool, dialogues: int | None = None) -> "Plan":
-        plan = cls(people_per_prompt=1, extra=50, own=True, dialogues=125) if quick else cls(5, 400, True, 500)
+        plan = (cls(people_per_prompt=1, extra=50, own=True, dialogues=64, own_every=2, own_tokens=32,
+                    depths=(0.5, 0.6)) if quick else cls(5, 400, True, 500))
         if dialogues is not None:
             plan.dialogues = max(0, int(dialogues))
         return plan
+
+    def layers(self, n_layer: int) -> list[int]:
+        return candidate_layers(n_layer, self.depths)
+
+    def own_prompts(self, prompts: list) -> list:
+        """The prompts the model answers itself: every ``own_every``-th, so both labels and every type stay."""
+        return prompts[:: self.own_every] if self.own else []
 
 
 def _people_replies(per_prompt: int) -> list[Reply]:
@@ -80,13 +97,14 @@ def _dialogues(plan: Plan, limit: int | None) -> list:
     return limited(rows, n) if n else []
 
 
-def units(plan: Plan, n_layers: int, limit: int | None = None) -> int:
+def units(plan: Plan, n_layer: int, limit: int | None = None) -> int:
     """Progress units: a reply, conversation or extra prompt decoded, an own reply written, a
     cross-validated fit."""
-    ids = {p.id for p in limited(data.xstest_prompts(), limit)}
+    prompts = limited(data.xstest_prompts(), limit)
+    ids = {p.id for p in prompts}
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
-    return (2 * plan.extra + len(_dialogues(plan, limit)) + people + len(ids) * plan.own
-            + n_layers * len(PENALTIES))
+    return (2 * plan.extra + len(_dialogues(plan, limit)) + people + len(plan.own_prompts(prompts))
+            + len(plan.layers(n_layer)) * len(PENALTIES))
 
 
 def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick: bool = True,
@@ -112,9 +130,9 @@ def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick
         replies += [Reply(r["prompt_id"], r["reply"], r["complied"].strip() == "1", unsafe[r["prompt_id"]], "own")
                     for r in labelled if r["prompt_id"] in unsafe]
     dialogues = _dialogues(plan, limit)
-    tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies,
-                         candidate_layers(engine.n_layer), progress, write_own=plan.own and not labelled,
-                         dialogues=dialogues)
+    tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies, plan.layers(engine.n_layer),
+                         progress, write_own=[] if labelled else plan.own_prompts(prompts),
+                         own_tokens=plan.own_tokens, dialogues=dialogues)
     best = choose(tables, progress=progress)
     probes = fit_final(tables, best, engine.path.name, fp)
     probes.metrics["fit"]["own_labels"] = "read" if (plan.own and labelled) else "refusal-string rule"

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rainlocal.latent.data import Prompt, Reply
-from rainlocal.latent.features import PREFIXES, CaseStates, case_states
+from rainlocal.latent.features import PREFIXES, WINDOW, CaseStates, case_states
 from rainlocal.latent.logreg import Linear, auc, basis_of, fit_logistic, group_folds, kappa, kappa_multi
 from rainlocal.latent.probes import ProbeSet
 
@@ -26,8 +26,8 @@ THRESHOLD = 0.5
 FULL = len(PREFIXES) - 1  # the prefix index of the whole judged window
 
 
-def candidate_layers(n_layer: int) -> list[int]:
-    return sorted({min(n_layer - 1, max(1, round(f * n_layer))) for f in DEPTHS})
+def candidate_layers(n_layer: int, depths: Sequence[float] = DEPTHS) -> list[int]:
+    return sorted({min(n_layer - 1, max(1, round(f * n_layer))) for f in depths})
 
 
 @dataclass
@@ -51,14 +51,14 @@ class Tables:
 
 def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompts: Sequence[Prompt],
                 extra: Sequence[Prompt], replies: Sequence[Reply], layers: Sequence[int],
-                progress: Callable[[int], None] | None = None, *, write_own: bool = False,
-                dialogues: Sequence[Prompt] = ()) -> Tables:
+                progress: Callable[[int], None] | None = None, *, write_own: Sequence[Prompt] = (),
+                own_tokens: int = WINDOW, dialogues: Sequence[Prompt] = ()) -> Tables:
     """Decode every ``request + reply`` once, reading ``layers``; the XSTest requests' states come from
     their replies' decodes (every prompt has replies), the labelled ``dialogues`` (measured, cross-fitted
     like the XSTest prompts) and the extra prompts (training only) are decoded alone. ``prompt_tokens``
-    turns a conversation's messages into the model's prompt. With ``write_own`` the model also writes its
-    own reply to every prompt (labelled by the refusal-string rule), and its states are read from that
-    very decode."""
+    turns a conversation's messages into the model's prompt. The model also writes its own reply (at most
+    ``own_tokens``) to each prompt of ``write_own`` (labelled by the refusal-string rule), and its states
+    are read from that very decode."""
     from rainlocal.latent.features import read_case, stack_cases
     from rainlocal.latent.own import generate_replies, rule_complied
 
@@ -80,10 +80,10 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
     replies = list(replies)
     if write_own:
         own_rows: list = []
-        written = generate_replies(engine, [tok(p) for p in prompts], progress=progress,
+        written = generate_replies(engine, [tok(p) for p in write_own], max_tokens=own_tokens, progress=progress,
                                    read=lambda p, r: own_rows.append(read_case(engine, p, r)))
         texts = [engine.detokenize(t) for t in written]
-        replies += [Reply(p.id, t, rule_complied(t), p.unsafe, "own") for p, t in zip(prompts, texts)]
+        replies += [Reply(p.id, t, rule_complied(t), p.unsafe, "own") for p, t in zip(write_own, texts)]
         own = stack_cases(own_rows)
         rows = CaseStates(np.concatenate([rows.request, own.request]), np.concatenate([rows.prefix, own.prefix]),
                           np.concatenate([rows.n_reply, own.n_reply]))
