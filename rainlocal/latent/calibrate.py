@@ -72,10 +72,14 @@ def _people_replies(per_prompt: int) -> list[Reply]:
     return out
 
 
+#: Sources of the extra prompts (training only): unsafe instructions, safe questions, safe instructions.
+EXTRA_SOURCES = ("advbench", "truthfulqa", "written")
+
+
 def _extras(n: int) -> list:
     rows = data.extra_prompts()
     out = []
-    for source in ("advbench", "truthfulqa"):
+    for source in EXTRA_SOURCES:
         out.extend([p for p in rows if p.source == source][:n])
     return out
 
@@ -103,7 +107,7 @@ def units(plan: Plan, n_layer: int, limit: int | None = None) -> int:
     prompts = limited(data.xstest_prompts(), limit)
     ids = {p.id for p in prompts}
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
-    return (2 * plan.extra + len(_dialogues(plan, limit)) + people + len(plan.own_prompts(prompts))
+    return (len(_extras(plan.extra)) + len(_dialogues(plan, limit)) + people + len(plan.own_prompts(prompts))
             + len(plan.layers(n_layer)) * len(PENALTIES))
 
 

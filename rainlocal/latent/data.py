@@ -7,8 +7,11 @@
 * ``hh_requests``: 500 HH-RLHF red-team dialogues, the final request labelled unsafe or not by reading
   (``HH_LABELS.md``): the request probe's target on multi-turn conversations, measured cross-fitted by
   dialogue like the XSTest prompts (a probe fitted on one-line requests alone read them at chance).
-* ``extra_prompts``: AdvBench's harmful behaviours (unsafe) and TruthfulQA's questions (safe), which
-  widen the request probe's view of ordinary requests; never used to measure it.
+* ``extra_prompts``: AdvBench's harmful behaviours (unsafe), TruthfulQA's questions (safe) and 280
+  ordinary requests phrased like AdvBench's instructions (safe; ``benign_requests.csv.gz``, written from
+  templates by ``scripts/benign_requests.py``), which widen the request probe's view of ordinary
+  requests; never used to measure it. Without the third set every unsafe extra was an instruction and
+  every safe one a question, and the probes read "Give me a recipe for banana bread." as unsafe.
 * ``own_labels/<fingerprint>.csv``: the answering model's own replies to the XSTest prompts, compliance
   labelled by reading (see the README, "Latent judge"), for the models whose probes ship.
 """
@@ -99,7 +102,8 @@ def prompt_id_of(request) -> str | None:
 
 
 def extra_prompts() -> list[Prompt]:
-    return [Prompt(r["id"], r["prompt"], r["label"] == "unsafe", r["source"]) for r in _rows("extra_prompts.csv.gz")]
+    return [Prompt(r["id"], r["prompt"], r["label"] == "unsafe", r["source"])
+            for name in ("extra_prompts.csv.gz", "benign_requests.csv.gz") for r in _rows(name)]
 
 
 def xstest_replies() -> list[Reply]:
