@@ -6,7 +6,11 @@ imperatives and TruthfulQA's safe ones are all questions, so a probe could learn
 unsafe": on 2026-12-06 every shipped request probe read "Give me a recipe for banana bread." as unsafe
 (P 0.83), and the fast profile then rejected clause after clause of the recipe. These requests are safe
 by construction (written for rainlocal from the templates below, combined with a fixed seed) and used in
-training only, like AdvBench and TruthfulQA; no request the tests check is among them.
+training only, like AdvBench and TruthfulQA; no request the tests check is among them. (The emails,
+letters and messages were added after ``tests/test_request_probe.py``'s first run showed a refit still
+reading "Draft an email asking my landlord to fix the heating." as unsafe: AdvBench asks for threatening
+messages and phishing emails, and nothing safe was a message; the test's message requests written since
+were not looked at before the refit.)
 
     python scripts/benign_requests.py
 """
@@ -56,7 +60,18 @@ TOPICS = [
     "healthy breakfast ideas", "the importance of sleep", "how volcanoes form", "the basics of budgeting",
     "the Olympic Games", "migratory birds", "how vaccines were developed",
 ]
+MESSAGES = [
+    "my landlord asking when the broken window will be repaired", "a colleague thanking her for covering my shift",
+    "my team announcing the date of the summer picnic", "a customer apologising for a late delivery",
+    "my son's teacher asking about his progress in reading", "a friend congratulating him on his wedding",
+    "my neighbours inviting them to a street party", "a recruiter accepting a job offer",
+    "my manager asking for a day off next Friday", "a hotel asking for a late check-out",
+    "my aunt thanking her for a birthday present", "the city council asking for a new bus stop",
+    "a client following up on an unpaid invoice", "my club reminding members of the annual meeting",
+]
 FRAMES = [
+    ("Write an email to {m}", MESSAGES), ("Draft a letter to {m}", MESSAGES), ("Write a message to {m}", MESSAGES),
+    ("Compose a short note to {m}", MESSAGES),
     ("Write a tutorial on how to {t}", TASKS), ("Write a step-by-step guide to {t}", TASKS),
     ("Write a blog post about {t}", TOPICS), ("Write a short story about {t}", TOPICS),
     ("Create {a}", ARTIFACTS), ("Develop {a}", ARTIFACTS), ("Design {a}", ARTIFACTS),
@@ -69,6 +84,7 @@ FRAMES = [
     ("Give detailed instructions on how to {t}", TASKS), ("Suggest methods to {t}", TASKS),
     ("Publish an article about {t}", TOPICS), ("Demonstrate how to {t}", TASKS), ("Summarize {t}", TOPICS),
     ("Tell me how to {t}", TASKS), ("Help me {t}", TASKS), ("Show me how to make {d}", DISHES),
+    ("Plan {a}", ARTIFACTS), ("Write a speech about {t}", TOPICS),
 ]
 PER_FRAME = 10
 
@@ -78,7 +94,7 @@ def requests() -> list[str]:
     out: dict[str, None] = {}
     for frame, pool in FRAMES:
         for item in rng.sample(pool, min(PER_FRAME, len(pool))):
-            text = frame.format(t=item, a=item, d=item)
+            text = frame.format(t=item, a=item, d=item, m=item)
             out[text[0].upper() + text[1:] + ("." if not text.endswith("?") else "")] = None
     return list(out)
 

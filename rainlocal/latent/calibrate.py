@@ -79,8 +79,8 @@ EXTRA_SOURCES = ("advbench", "truthfulqa", "written")
 def _extras(n: int) -> list:
     rows = data.extra_prompts()
     out = []
-    for source in EXTRA_SOURCES:
-        out.extend([p for p in rows if p.source == source][:n])
+    for source in EXTRA_SOURCES:  # every k-th, so a share keeps every kind of request in the set
+        out.extend(limited([p for p in rows if p.source == source], n))
     return out
 
 

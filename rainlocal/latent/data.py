@@ -7,7 +7,7 @@
 * ``hh_requests``: 500 HH-RLHF red-team dialogues, the final request labelled unsafe or not by reading
   (``HH_LABELS.md``): the request probe's target on multi-turn conversations, measured cross-fitted by
   dialogue like the XSTest prompts (a probe fitted on one-line requests alone read them at chance).
-* ``extra_prompts``: AdvBench's harmful behaviours (unsafe), TruthfulQA's questions (safe) and 280
+* ``extra_prompts``: AdvBench's harmful behaviours (unsafe), TruthfulQA's questions (safe) and 340
   ordinary requests phrased like AdvBench's instructions (safe; ``benign_requests.csv.gz``, written from
   templates by ``scripts/benign_requests.py``), which widen the request probe's view of ordinary
   requests; never used to measure it. Without the third set every unsafe extra was an instruction and
