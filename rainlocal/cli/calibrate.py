@@ -88,7 +88,7 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 
 @click.command("calibrate")
 @model_options
-@click.option("--full", is_flag=True, help="Read every labelled reply (5 per prompt) instead of the quick plan's 1, and 400 extra prompts per source instead of 50.")
+@click.option("--full", is_flag=True, help="Read every labelled reply (5 per prompt) instead of the quick plan's 1, up to 400 extra prompts per source instead of 50, an own reply to every prompt, and layers at 40-70% depth.")
 @click.option("--own-labels", "own_labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
                    "writes them now and the refusal-string rule labels them.")
