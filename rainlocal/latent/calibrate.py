@@ -29,7 +29,7 @@ class Plan:
     long conversations among others). Every shipped probe chose 50-60% depth."""
 
     people_per_prompt: int  # human-labelled replies read per prompt (of 5)
-    extra: int  # extra prompts (AdvBench / TruthfulQA) per source
+    extra: int  # extra prompts per source of EXTRA_SOURCES (training only)
     own: bool  # the model's own replies
     dialogues: int = 0  # labelled HH conversations (of 500; long, so the quick plan reads a share)
     own_every: int = 1  # an own reply to every k-th XSTest prompt
