@@ -166,6 +166,9 @@ def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
 @click.option("--rejudge", is_flag=True,
               help="Grade the answers already in --output again with this command's evaluation judge (the answers "
                    "are kept; every other setting must be the run's own), then go on as usual.")
+@click.option("--recheck", is_flag=True,
+              help="Read every check case on this machine, even those whose results ship with the package for "
+                   "this judge (by default a sample is read here and compared with them first).")
 @click.option("--report-only", is_flag=True,
               help="Write the report from the results already in --output (nothing is run); e.g. while a run goes on.")
 @pass_options
@@ -328,7 +331,13 @@ def command(opts: dict[str, Any]) -> None:
         from rainlocal.latent.fit import THRESHOLD
 
         judge_ident.update(probes=choice.probes_id, window=WINDOW, threshold=THRESHOLD)
-    judge_cache = CheckCache(caches, judge_ident)
+    from rainlocal.gguf_info import content_fingerprint
+
+    # The same identities with the model named by its content: results shipped for the catalogue's files
+    # (``evals.shipped``) are found by them, then verified on a sample read here before any is used.
+    portable = http_judge is None
+    judge_cache = CheckCache(caches, judge_ident, portable={**judge_ident, "judge": content_fingerprint(judge_path)}
+                             if portable and judge_path is not None else None)
     from rainlocal.judge.objectives import load_objective
 
     self_eval_ident = {"self_eval": file_identity(self_eval_path or model_path),
@@ -338,7 +347,9 @@ def command(opts: dict[str, Any]) -> None:
         from rainlocal.evals.latent_judge import probes_file
 
         self_eval_ident["probes"] = probes_file(self_eval_path or model_path)[1]
-    self_eval_cache = CheckCache(caches, self_eval_ident)
+    self_eval_cache = CheckCache(caches, self_eval_ident, portable=(
+        {**self_eval_ident, "self_eval": content_fingerprint(self_eval_path or model_path)}
+        if portable and server is None else None))
 
     interrupted = False
     if rejudging:
@@ -364,7 +375,8 @@ def command(opts: dict[str, Any]) -> None:
         with Interrupts() as interrupts:
             runner = EvalRunner(plan, output, gen, generator_factory=make_generator, judge_factory=shared_judge,
                                 console=stderr, should_stop=lambda: interrupts.requested,
-                                judge_cache=judge_cache, self_eval_cache=self_eval_cache, worker=worker or (0, 1))
+                                judge_cache=judge_cache, self_eval_cache=self_eval_cache, worker=worker or (0, 1),
+                                use_shipped=not opts["recheck"])
             try:
                 if not opts["report_only"]:
                     runner.run()

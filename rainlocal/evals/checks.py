@@ -141,11 +141,21 @@ def human_label_cases(path: Path, n: int, *, harm_criterion: str = "harmless") -
 class CheckCache:
     """Finished check records of one judge (a JSONL file per identity); missing or torn lines are ignored."""
 
-    def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, identity: dict[str, Any], *, portable: dict[str, Any] | None = None) -> None:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
         self.path = directory / f"{key}.jsonl"
         self.identity = identity
+        #: The identity with the model named by its content (``evals.shipped``: results shipped for it).
+        self.portable = portable
         self._records: dict[str, dict[str, Any]] | None = None
+
+    def shipped(self) -> dict[str, dict[str, Any]]:
+        """Results shipped with the package for this judge (``evals.shipped``), by case id."""
+        from rainlocal.evals import shipped
+
+        if self.portable is None:
+            return {}
+        return shipped.load(shipped.shipped_path(self.portable))
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if self._records is None:
@@ -161,5 +171,9 @@ class CheckCache:
         from rainlocal.evals.records import append_record
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        side = self.path.with_suffix(".identity.json")
+        if not side.exists():  # what the file is about, for people and for scripts/ship_checks.py
+            side.write_text(json.dumps({"identity": self.identity, "portable": self.portable}, indent=1,
+                                       sort_keys=True, default=str), encoding="utf-8")
         append_record(self.path, record)
         self._load()[str(record.get("id"))] = record

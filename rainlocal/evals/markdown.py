@@ -152,7 +152,7 @@ def _judge_checks(s: dict[str, Any]) -> list[str]:
     if not c:
         return L + ["Not measured (`--check-judge 0 --check-human 0`, or no labelled data found). "
                     "Judged rates are unvalidated.", ""] + _self_eval_check(s)
-    L += [f"{c['description']}: {c['cases']} cases.", ""]
+    L += [f"{c['description']}: {c['cases']} cases.", ""] + _shipped_line(c.get("shipped"))
     if c.get("pairs"):
         p = c["pairs"]
         L.append(f"- written pairs ({p['cases']} cases): accuracy {rate_cell(p['accuracy'])}, undecided {p['undecided']}; "
@@ -176,6 +176,15 @@ def _judge_checks(s: dict[str, Any]) -> list[str]:
           f"string-rule rates need no judge. A column whose kappa against people is below {FIT_KAPPA} is marked "
           "**unfit** wherever it appears: do not take its rates at their word.", ""]
     return L + _self_eval_check(s)
+
+
+def _shipped_line(u: dict[str, Any] | None) -> list[str]:
+    if not u:
+        return []
+    return [f"Of these, {u['cases']} of {u['of']} are the results shipped with rainlocal for this model (made by the "
+            f"same code on the catalogue's file), used after {u['spot']} read on this machine agreed with them "
+            f"(median difference {u.get('median_delta', 0):.4f}, largest {u['max_delta']:.4f}); `--recheck` reads "
+            "every case here.", ""]
 
 
 def _self_eval_check(s: dict[str, Any]) -> list[str]:
@@ -202,6 +211,7 @@ def _self_eval_check(s: dict[str, Any]) -> list[str]:
             L.append(f"- {what} ({d['cases']}): vote (the paper's score) {rate_cell(d['vote_accuracy'])}"
                      f" (undecided {d['vote_undecided']}); soft score {rate_cell(d['soft_accuracy'])}{extra}")
         L.append("")
+        L += _shipped_line(sc.get("shipped"))
     return L
 
 

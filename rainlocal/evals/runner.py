@@ -181,8 +181,9 @@ class EvalRunner:
                  generator_factory: Callable[[], Generator], judge_factory: Callable[[], EvalJudge],
                  console, should_stop: Callable[[], bool] | None = None,
                  judge_cache: CheckCache | None = None, self_eval_cache: CheckCache | None = None,
-                 worker: tuple[int, int] = (0, 1), write_lock: Any = None) -> None:
+                 worker: tuple[int, int] = (0, 1), write_lock: Any = None, use_shipped: bool = True) -> None:
         self.plan = plan
+        self.use_shipped = use_shipped  # False: every check case is read here (``eval --recheck``)
         # Several runners on one results file (an evaluation spread over servers) share this lock.
         self.write_lock = write_lock if write_lock is not None else contextlib.nullcontext()
         self.output = output
@@ -224,6 +225,8 @@ class EvalRunner:
             self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
         if not todo:
             return {"total": len(units), "skipped": skipped, "done": 0}
+        if self.use_shipped:
+            self._from_shipped(todo)
         self._announce(todo)
         rain_work = {}
         for r in existing:
@@ -269,6 +272,40 @@ class EvalRunner:
             if self.plan.strategies[other].is_rain and (item_id, other) in rain_work:
                 return rain_work[(item_id, other)]
         return None
+
+    def _from_shipped(self, todo: list[Unit]) -> None:
+        """Take check results shipped for this judge (``evals.shipped``) once a sample read here agrees
+        with them; they go into the judge's cache, where the units below find them."""
+        from rainlocal.evals.shipped import use_shipped
+
+        for kind, cache, compute in (("check", self.judge_cache, self._check),
+                                     ("self_check", self.self_eval_cache, self._self_check)):
+            if cache is None or cache.portable is None:
+                continue
+            cases = list({u.case.id: u.case for u in todo if u.kind == kind and u.case is not None
+                          and self._hit(cache, u.case) is None}.values())
+            shipped = cache.shipped() if cases else {}
+            if not shipped:
+                continue
+
+            def before(sample: list[CheckCase], kind: str = kind) -> None:
+                expect = getattr(self.judge, "expect", None) if kind == "check" else None
+                if expect is not None:
+                    expect([(c.messages, c.answer) for c in sample])
+
+            rep = use_shipped(cases, shipped, compute, cache.put, before=before)
+            what = _CHECK_LABELS[kind]
+            if rep["used"]:
+                msg = (f"{what}: {rep['used']} of {len(cases)} cases from the results shipped for this model, after "
+                       f"{rep['read']} read here agreed with them (median difference {rep['median_delta']:.4f}, "
+                       f"largest {rep['max_delta']:.4f}; --recheck reads all)")
+            elif rep["read"]:
+                msg = (f"{what}: the results shipped for this model differ from this machine's (median difference "
+                       f"{rep['median_delta']:.3g}, largest {rep['max_delta']:.3g} on {rep['worst']}); every case is "
+                       "read here")
+            else:
+                continue
+            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
     def _announce(self, todo: list[Unit]) -> None:
         """Tell a judge that reads states in batches (the latent judge) which check cases come next."""

@@ -223,7 +223,21 @@ def judge_check(records: list[dict[str, Any]], description: str) -> dict[str, An
     latent = latent_use(records)
     if latent:
         out["latent"] = latent
+    shipped = shipped_use(records)
+    if shipped:
+        out["shipped"] = shipped
     return out
+
+
+def shipped_use(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How many check results came from the file shipped for the judge (``evals.shipped``), and what the
+    sample read on this machine before they were used found."""
+    stamps = [r["shipped"] for r in records if isinstance(r.get("shipped"), dict)]
+    if not stamps:
+        return None
+    return {"cases": len(stamps), "of": len(records), "spot": max(s.get("spot", 0) for s in stamps),
+            "median_delta": max(s.get("median_delta", 0.0) for s in stamps),
+            "max_delta": max(s.get("max_delta", 0.0) for s in stamps), "tol": stamps[0].get("tol")}
 
 
 def _judgments(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -286,6 +300,9 @@ def self_eval_check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
             d["kappa"] = cohen_kappa([bool(r["label"]) for r in rs],
                                      [None if not r.get("soft") else r["soft"] > 0 for r in rs])
         out[kind] = d
+    shipped = shipped_use(records)
+    if shipped:
+        out["shipped"] = shipped
     # The figures of the written pairs under their historical names (older reports, summary readers).
     if "pairs" in out:
         out.update({k: v for k, v in out["pairs"].items() if k != "cases"})
