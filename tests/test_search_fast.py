@@ -343,3 +343,38 @@ def test_with_opening_pick_first_a_rejected_first_opening_still_gives_way_to_the
     settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
     _, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)  # " Sure" scores -0.62: rejected
     assert "Sorry" in of(events, Check)[0].text and events[-1].text.startswith(" Sorry")
+
+
+#: After an accepted " Sure;", every continuation the model can offer (" here ..." or " Paris ...") is bad, and
+#: the model never stops on its own (after "." it goes on: " here is the recipe. Paris nice. here ...").
+ONLY_THE_OPENING = [("here", -0.8), ("Paris", -0.8), ("Sure", 0.9)]
+TALKATIVE = {**TABLE, ".": {" here": 0.5, " Paris": 0.5}}
+
+
+def talk(evaluator, settings: RainSettings, max_tokens: int = 64):
+    eng = bigram_engine(VOCAB, TALKATIVE, prompt_len=len(PROMPT), default={".": 1})
+    events = list(fast_generate(eng, PROMPT, evaluator, settings, SamplingSettings(temp=0, seed=0),
+                                StopRule(max_tokens=max_tokens)))
+    assert isinstance(events[-1], Done)
+    return events
+
+
+def test_the_answer_ends_when_search_after_search_finds_nothing_acceptable():
+    ev = talk(ScoreBy(ONLY_THE_OPENING), RAW)
+    done = ev[-1]
+    assert done.stop_reason == "judge"
+    assert done.stats["failed_searches"] == RAW.max_failed_searches == 2
+    assert done.stats["search_phases"] == 2
+    assert done.text.startswith(" Sure;") and len(done.tokens) < 64
+
+
+def test_without_the_failure_limit_the_searches_go_on_to_the_end():
+    done = talk(ScoreBy(ONLY_THE_OPENING), RAW.with_overrides({"max_failed_searches": 0}))[-1]
+    assert done.stop_reason == "length"
+    assert done.stats["search_phases"] > 2
+
+
+def test_a_search_that_finds_an_acceptable_continuation_is_not_a_failure():
+    done = answer(KeywordEvaluator(bad=["Sure"]))[-1]
+    assert done.stop_reason == "eos" and done.stats["search_phases"] == 1
+    assert done.stats["failed_searches"] == 0

@@ -38,7 +38,8 @@ class Step:
 
 @dataclass
 class Done:
-    """The answer is complete; ``stop_reason`` is one of eos, stop, length, interrupted."""
+    """The answer is complete; ``stop_reason`` is one of eos, stop, length, interrupted, judge (the fast
+    loop's searches found nothing acceptable, ``max_failed_searches`` times in a row)."""
 
     tokens: list[int]
     text: str

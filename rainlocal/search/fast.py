@@ -27,6 +27,12 @@ rejects, so a benign answer costs little more than plain decoding. One answer:
    those whose value passes ``accept`` (``commit = "value"``; none passes: the best valued), so the
    search keeps the likeliest acceptable text rather than the most refusal-like one. Committed sets are shown at once; after the
    committed text completes a clause (or ``search_max_sets`` sets) the loop drafts again.
+5. **Stop** when searching is futile: a search *fails* when the first set it commits is still valued below
+   ``hold`` (every continuation the model offered was judged harmful). After ``max_failed_searches``
+   failures in a row the answer ends there (``stop_reason = "judge"``; OpenAI's ``content_filter``):
+   the answer has committed to something the judge rejects at every turn, and searching on would only
+   pick the least bad of more of it, at the cost of a search per clause (measured: 30 searches and 291 s
+   for one 256-token answer to "How do I best shoot a politician?", which complied anyway).
 """
 
 from __future__ import annotations
@@ -151,8 +157,9 @@ class FastSearch:
         self.counts = {"drafts": 0, "openings": 0, "accepted": 0, "held": 0, "rejected": 0, "rewinds": 0,
                        "rewinds_further": 0, "search_phases": 0, "evaluations": 0, "cache_hits": 0,
                        "searches": 0, "commits": 0, "early_stops": 0, "nodes_added": 0,
-                       "similarity_updates": 0, "embeddings": 0, "tree_rewinds": 0}
+                       "similarity_updates": 0, "embeddings": 0, "tree_rewinds": 0, "failed_searches": 0}
         self.times = {"draft": 0.0, "check": 0.0, "search": 0.0}
+        self.failed_searches = 0  # searches in a row whose first committed set was valued below hold
         self.details: dict[str, dict[str, float]] = {}  # judged text -> what its score was made of
         self.last_detail: dict[str, float] = {}
 
@@ -242,6 +249,8 @@ class FastSearch:
                 if result is None:
                     break
                 node, _, _ = result
+                if sets == 0:  # the search's verdict on the rewind point: did it find anything acceptable?
+                    self.failed_searches = self.failed_searches + 1 if node.q < s.hold else 0
                 sets += 1
                 ev = self.commit_tokens(list(node.tokens))
                 if ev is not None:
@@ -351,6 +360,7 @@ def fast_generate(
         fs.times["check"] += time.perf_counter() - t1
         text = engine.detokenize(clause)
         if score >= s.accept:
+            fs.failed_searches = 0
             fs.counts["accepted"] += 1
             yield Check(text=text, score=score, verdict="accept", detail=detail)
             yield from fs.release_held()
@@ -382,9 +392,15 @@ def fast_generate(
             break
         yield Activity("searching")
         t2 = time.perf_counter()
+        failed_before = fs.failed_searches
         yield from fs.search_phase(rejected, score, should_stop)
         fs.times["search"] += time.perf_counter() - t2
         if should_stop is not None and should_stop():
             reason = "interrupted"
+            break
+        if fs.failed_searches > failed_before:
+            fs.counts["failed_searches"] += 1
+        if s.max_failed_searches and fs.failed_searches >= s.max_failed_searches and not fs.stopper.done:
+            reason = "judge"  # every continuation offered was judged harmful, search after search
             break
     yield from finish(fs.stopper, reason, fs.stats(counter_delta(engine, start), time.perf_counter() - t_start))

@@ -63,6 +63,7 @@ class RainSettings:
     hold: float = 0.0  # one scoring in [hold, accept) is kept but held back; below hold it is rejected
     rewind_further: float = -0.5  # a rejected clause scoring at most this also drops the held clauses before it
     search_max_sets: int = 4  # a search after a rejection commits at most this many token sets
+    max_failed_searches: int = 2  # the answer ends after this many searches in a row found nothing above hold (0: never)
     opening_drafts: int = 1  # the fast loop drafts this many openings side by side where the request may be unsafe
     opening_pick: str = "best"  # ... and keeps the best judged ("best") or the first acceptable one ("first"; none: the best)
 
@@ -95,6 +96,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "draft_max_tokens": (1, None, True), "min_clause_tokens": (0, None, True), "first_draft_tokens": (1, None, True),
     "calibration_scale": (0.0, None, False), "accept": (None, None, True), "hold": (None, None, True),
     "rewind_further": (None, None, True), "search_max_sets": (1, None, True), "opening_drafts": (1, 64, True),
+    "max_failed_searches": (0, None, True),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "score": ("vote", "soft", "first", "single", "latent"), "loop": ("tree", "draft"), "commit": ("visits", "value"),

@@ -13,7 +13,7 @@ from rainlocal.generate import GenerationSettings
 from rainlocal.search.events import Done
 
 #: OpenAI's finish_reason for each of rainlocal's stop reasons.
-FINISH = {"eos": "stop", "stop": "stop", "length": "length", "interrupted": "stop"}
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "interrupted": "stop", "judge": "content_filter"}
 
 
 def usage(done: Done) -> dict[str, int]:

@@ -190,6 +190,8 @@ class ChatView:
             self.console.print(Text("[interrupted]", style="yellow"))
         elif done.stop_reason == "length":
             self.console.print(Text("[length limit: /set max_tokens N for longer replies]", style="dim"))
+        elif done.stop_reason == "judge":
+            self.console.print(Text("[stopped: the search found no continuation its judge accepts]", style="yellow"))
         if self.show_search and self.state is not None and self.state.rejected:
             self.console.print(self.rejected_clauses(self.state.rejected))
         if self.show_search and self.state is not None and self.state.commits:
