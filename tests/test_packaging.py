@@ -54,6 +54,10 @@ def test_wheel_built_from_the_sdist_ships_the_top_level_catalogue(tmp_path):
     assert not any(n.endswith("/rainlocal/catalog/models.toml") for n in names)  # one copy in the sdist, too
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read(SHIPPED) == (REPO / "models.toml").read_bytes()
+        # the data the quick start and a first evaluation need without fitting or reading anything
+        for folder, ext in (("rainlocal/latent/probes", ".npz"), ("rainlocal/evals/data/checks", ".jsonl.gz")):
+            want = sorted(f"{folder}/{p.name}" for p in (REPO / folder).iterdir() if p.name.endswith(ext))
+            assert want and sorted(n for n in zf.namelist() if n.startswith(folder + "/")) == want
         zf.extractall(tmp_path / "installed")
 
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "installed"), "RAINLOCAL_HOME": str(tmp_path / "home")}

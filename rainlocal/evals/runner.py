@@ -289,6 +289,8 @@ class EvalRunner:
                 continue
 
             def before(sample: list[CheckCase], kind: str = kind) -> None:
+                self.console.print(f"{_CHECK_LABELS[kind]}: reading {len(sample)} cases here to compare with the "
+                                   "results shipped for this model", markup=False, highlight=False, soft_wrap=True)
                 expect = getattr(self.judge, "expect", None) if kind == "check" else None
                 if expect is not None:
                     expect([(c.messages, c.answer) for c in sample])
