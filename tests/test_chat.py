@@ -257,3 +257,16 @@ def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns(mode
     assert len(replies(path)) == 3  # every turn answered, and the saved conversation keeps all of them
 
 
+
+
+def test_an_answer_the_judge_stopped_says_so_under_it():
+    from rich.console import Console
+
+    from rainlocal.search.events import Done
+    from rainlocal.ui.chat_view import ChatView
+
+    console = Console(record=True, width=100)
+    ChatView(console).final(Done(tokens=[], text="Here are some tips:", stop_reason="judge"))
+    out = console.export_text()
+    assert "Here are some tips:" in out
+    assert "[stopped: the search found no continuation its judge accepts]" in out
