@@ -276,7 +276,7 @@ class EvalRunner:
     def _from_shipped(self, todo: list[Unit]) -> None:
         """Take check results shipped for this judge (``evals.shipped``) once a sample read here agrees
         with them; they go into the judge's cache, where the units below find them."""
-        from rainlocal.evals.shipped import use_shipped
+        from rainlocal.evals.shipped import outcome_line, use_shipped
 
         for kind, cache, compute in (("check", self.judge_cache, self._check),
                                      ("self_check", self.self_eval_cache, self._self_check)):
@@ -295,19 +295,10 @@ class EvalRunner:
                 if expect is not None:
                     expect([(c.messages, c.answer) for c in sample])
 
-            rep = use_shipped(cases, shipped, compute, cache.put, before=before)
-            what = _CHECK_LABELS[kind]
-            if rep["used"]:
-                msg = (f"{what}: {rep['used']} of {len(cases)} cases from the results shipped for this model, after "
-                       f"{rep['read']} read here agreed with them (median difference {rep['median_delta']:.4f}, "
-                       f"largest {rep['max_delta']:.4f}; --recheck reads all)")
-            elif rep["read"]:
-                msg = (f"{what}: the results shipped for this model differ from this machine's (median difference "
-                       f"{rep['median_delta']:.3g}, largest {rep['max_delta']:.3g} on {rep['worst']}); every case is "
-                       "read here")
-            else:
-                continue
-            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+            line = outcome_line(_CHECK_LABELS[kind], len(cases),
+                                use_shipped(cases, shipped, compute, cache.put, before=before))
+            if line:
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _announce(self, todo: list[Unit]) -> None:
         """Tell a judge that reads states in batches (the latent judge) which check cases come next."""

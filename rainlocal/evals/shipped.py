@@ -150,3 +150,16 @@ def use_shipped(cases: Sequence[Any], shipped: dict[str, dict[str, Any]], comput
         put({**rec, "answer": c.answer, "shipped": stamp})
         report["used"] += 1
     return report
+
+
+def outcome_line(what: str, n: int, rep: dict[str, Any]) -> str | None:
+    """The one line an evaluation prints about ``use_shipped``'s outcome for ``n`` cases (None: no
+    shipped result was about these cases)."""
+    if rep["used"]:
+        return (f"{what}: {rep['used']} of {n} cases from the results shipped for this model, after {rep['read']} "
+                f"read here agreed with them (median difference {rep['median_delta']:.4f}, largest "
+                f"{rep['max_delta']:.4f}; --recheck reads all)")
+    if rep["read"]:
+        return (f"{what}: the results shipped for this model differ from this machine's (median difference "
+                f"{rep['median_delta']:.3g}, largest {rep['max_delta']:.3g} on {rep['worst']}); every case is read here")
+    return None
