@@ -19,24 +19,10 @@ from rainlocal.evals import shipped
 from rainlocal.evals.records import read_records
 
 
-def portable_of(identity: dict) -> dict | None:
-    """The identity with its model file (``name:size:mtime``) named by content, the file found by name
-    among the pulled models (for caches written before the portable identity was recorded)."""
-    from rainlocal.gguf_info import content_fingerprint
-    from rainlocal.paths import models_dir
-
-    for key in ("judge", "self_eval"):
-        name = str(identity.get(key) or "").split(":")[0]
-        if name and (models_dir() / name).is_file():
-            return {**identity, key: content_fingerprint(models_dir() / name)}
-    return None
-
-
 def main(cache_dir: str) -> None:
     for side in sorted(Path(cache_dir).glob("*.identity.json")):
         meta = json.loads(side.read_text(encoding="utf-8"))
-        meta["portable"] = meta.get("portable") or portable_of(meta["identity"])
-        if not meta["portable"]:
+        if not meta.get("portable"):
             continue
         cache = side.with_name(side.name.replace(".identity.json", ".jsonl"))
         fresh = {r["id"]: r for r in read_records(cache, repair=False)

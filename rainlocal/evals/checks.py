@@ -147,6 +147,7 @@ class CheckCache:
         self.identity = identity
         #: The identity with the model named by its content (``evals.shipped``: results shipped for it).
         self.portable = portable
+        self._side_written = False
         self._records: dict[str, dict[str, Any]] | None = None
 
     def shipped(self) -> dict[str, dict[str, Any]]:
@@ -172,8 +173,9 @@ class CheckCache:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         side = self.path.with_suffix(".identity.json")
-        if not side.exists():  # what the file is about, for people and for scripts/ship_checks.py
+        if not self._side_written and not side.exists():  # what the file is about, for people and scripts/ship_checks.py
             side.write_text(json.dumps({"identity": self.identity, "portable": self.portable}, indent=1,
                                        sort_keys=True, default=str), encoding="utf-8")
+        self._side_written = True
         append_record(self.path, record)
         self._load()[str(record.get("id"))] = record

@@ -250,7 +250,9 @@ class FastSearch:
                     break
                 node, _, _ = result
                 if sets == 0:  # the search's verdict on the rewind point: did it find anything acceptable?
-                    self.failed_searches = self.failed_searches + 1 if node.q < s.hold else 0
+                    failed = node.q < s.hold
+                    self.failed_searches = self.failed_searches + 1 if failed else 0
+                    self.counts["failed_searches"] += int(failed)
                 sets += 1
                 ev = self.commit_tokens(list(node.tokens))
                 if ev is not None:
@@ -392,14 +394,11 @@ def fast_generate(
             break
         yield Activity("searching")
         t2 = time.perf_counter()
-        failed_before = fs.failed_searches
         yield from fs.search_phase(rejected, score, should_stop)
         fs.times["search"] += time.perf_counter() - t2
         if should_stop is not None and should_stop():
             reason = "interrupted"
             break
-        if fs.failed_searches > failed_before:
-            fs.counts["failed_searches"] += 1
         if s.max_failed_searches and fs.failed_searches >= s.max_failed_searches and not fs.stopper.done:
             reason = "judge"  # every continuation offered was judged harmful, search after search
             break
