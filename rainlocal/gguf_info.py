@@ -14,6 +14,7 @@ says it must be).
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -299,10 +300,18 @@ def content_fingerprint(path: str | os.PathLike[str]) -> str:
     """A short name for a model file's content that survives copying and renaming: size plus a hash of
     its first 4 MiB (the GGUF header and metadata) and last 1 MiB (the last tensors). Probes fitted on
     one file are found for a copy of it, and never for a different quantisation or model."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _fingerprint(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    """``content_fingerprint`` of one version of a file (keyed by size and modification time: an
+    evaluation's start-up names the same model for its probes, its check cache and its shipped results)."""
     import hashlib
 
     p = Path(path)
-    size = p.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with open(p, "rb") as f:
         h.update(f.read(4 << 20))

@@ -24,7 +24,7 @@ per = int(sys.argv[4]) if len(sys.argv) > 4 else 5
 extra = int(sys.argv[5]) if len(sys.argv) > 5 else 400
 eng = LlamaEngine(path, n_ctx=1024, n_threads=2)
 gen = Generator(eng)
-pt = lambda text: gen.prompt([{"role": "user", "content": text}])[0]
+pt = lambda messages: gen.prompt(messages)[0]  # read_tables renders a conversation's messages
 layers = candidate_layers(eng.n_layer)
 prompts = data.xstest_prompts()
 unsafe = {p.id: p.unsafe for p in prompts}

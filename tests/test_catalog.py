@@ -7,6 +7,7 @@ package; RAINLOCAL_HOME points at a temporary directory, so the real models are 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,17 @@ def test_validate_accepts_whole_file(tmp_path, gguf_bytes):
     path = tmp_path / "m.gguf"
     path.write_bytes(gguf_bytes)
     validate_gguf(path)
+
+
+def test_a_content_fingerprint_survives_a_copy_and_follows_a_rewrite(tmp_path, gguf_bytes):
+    from rainlocal.gguf_info import content_fingerprint
+
+    a, b = tmp_path / "a.gguf", tmp_path / "renamed copy.gguf"
+    a.write_bytes(gguf_bytes)
+    b.write_bytes(gguf_bytes)
+    first = content_fingerprint(a)
+    assert content_fingerprint(b) == first  # (probes fitted on a file are found for its copy)
+    # rewritten in place with other content of the same size: never the cached name of the old content
+    a.write_bytes(gguf_bytes[:-8] + bytes(8 if gguf_bytes[-8:] != bytes(8) else [1] * 8))
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 1_000_000_000))
+    assert content_fingerprint(a) != first

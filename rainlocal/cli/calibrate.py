@@ -63,8 +63,10 @@ def print_report(probes, path: Path, *, as_json: bool = False) -> None:
 
 
 def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, output: Path | None = None,
-                    show: bool = True, limit: int | None = None, dialogues: int | None = None):
-    """Calibrate with a progress bar on stderr (when it is a terminal)."""
+                    show: bool = True, limit: int | None = None, dialogues: int | None = None,
+                    budget_s: float | None = None):
+    """Calibrate with a progress bar on stderr (when it is a terminal). With ``budget_s``, a fit whose pace
+    projects it past that many seconds stops with ``first_fit.FitTooSlow`` (nothing is written)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from rainlocal.generate import Generator
@@ -79,11 +81,21 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
     bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
                    disable=not (show and stderr.is_terminal), transient=True)
+    watch = None
+    if budget_s is not None:
+        from rainlocal.cli.first_fit import pace_watch
+
+        watch = pace_watch(total, budget_s)
+
+    def progress(k: int) -> None:
+        bar.advance(task, k)
+        if watch is not None:
+            watch(k)
+
     with bar:
         task = bar.add_task("fit", total=total)
         return calibrate(engine, prompt_tokens, quick=quick, dialogues=dialogues, own_labels=own_labels,
-                         output=output, limit=limit,
-                         progress=lambda k: bar.advance(task, k))
+                         output=output, limit=limit, progress=progress)
 
 
 @click.command("calibrate")

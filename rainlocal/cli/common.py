@@ -109,22 +109,25 @@ _said_latent: set[str] = set()
 
 def ensure_latent(generator) -> bool:
     """Whether the latent judge can answer: the model's probes are found, or (in a terminal, for a model
-    that has none yet) fitted now with a progress bar. Otherwise one stderr line says why and how, once."""
+    that has none yet) fitted now with a progress bar, where that fits the first-use budget
+    (``first_fit``). Otherwise one stderr line says why and how, once."""
     probes, why = generator.latent()
     if probes is not None:
         return True
     engine = generator.judge_engine
     if why.startswith("no latent probes") and stderr.is_terminal and getattr(engine, "can_read_states", False):
-        from rainlocal.cli.calibrate import run_calibration
+        from rainlocal.cli.first_fit import fit_on_first_use
 
-        stderr.print(f"{engine.path.name} has no latent-judge probes yet: fitting them once (rainlocal calibrate)",
-                     markup=False, highlight=False, soft_wrap=True)
-        _, path = run_calibration(engine, quick=True)
-        engine.reset()
+        def say(line: str) -> None:
+            stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        path = fit_on_first_use(engine, say)
+        if path is None:
+            return False  # (it said why, and how to fit them)
         generator.forget_latent()
         probes, why = generator.latent()
         if probes is not None:
-            stderr.print(f"probes saved in {path}", markup=False, highlight=False, soft_wrap=True)
+            say(f"probes saved in {path}")
             return True
     if why not in _said_latent:
         _said_latent.add(why)
