@@ -137,3 +137,18 @@ def test_ctrl_c_during_a_first_use_fit_stops_the_fit_not_the_answer(unprobed_mod
     assert status == 0
     assert rest.strip(), "an answer follows the note"
     assert not _probe_files(home)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_calibrate_says_nothing_was_written_and_exits_130(unprobed_model, tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items()}
+    env["RAINLOCAL_HOME"] = str(home)
+    child = pexpect.spawn(sys.executable, ["-m", "rainlocal", "calibrate", "-m", str(unprobed_model)],
+                          env=env, encoding="utf-8", timeout=600, dimensions=(50, 250))
+    child.expect("fitting probes")
+    child.kill(signal.SIGINT)
+    child.expect("interrupted: no probes were written")
+    _, status = _finish(child)
+    assert status == 130
+    assert not _probe_files(home)

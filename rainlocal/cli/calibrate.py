@@ -133,8 +133,13 @@ def command(opts: dict[str, Any]) -> None:
                 if not opts["as_json"]:
                     click.echo("(already fitted; --force fits again)")
                 return
-        probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
-                                       output=opts["output"], limit=opts["limit"], dialogues=opts["dialogues"])
+        try:
+            probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
+                                           output=opts["output"], limit=opts["limit"], dialogues=opts["dialogues"])
+        except KeyboardInterrupt:
+            from rainlocal.errors import Interrupted
+
+            raise Interrupted("interrupted: no probes were written (a fit starts over when run again)") from None
         print_report(probes, path, as_json=opts["as_json"])
     finally:
         engine.close()
