@@ -6,7 +6,7 @@ own pace: once it has run ``WATCH_S`` seconds, a fit projected to take longer th
 (``RAINLOCAL_FIT_BUDGET`` seconds, default ``BUDGET_S``; 0 never fits on first use) stops, one line says
 how long it would have taken and how to fit it (``rainlocal calibrate``, which has no budget), and the
 prompted judge answers. The projection is remembered by the model's content fingerprint, so the next
-answer does not spend those seconds again. Ctrl-C during the fit stops only the fit: the answer the user
+answer does not spend those seconds again (a budget raised above it tries again). Ctrl-C during the fit stops only the fit: the answer the user
 asked for still comes, from the prompted judge.
 """
 
@@ -24,7 +24,7 @@ BUDGET_S = 600.0
 WATCH_S = 20.0
 ESTIMATES = "probe-fit-estimates.json"
 
-_declined: set[str] = set()  # fingerprints whose fit was stopped in this process (Ctrl-C)
+_declined: set[str] = set()  # fingerprints not fitted in this process (too slow, off, or Ctrl-C): said once
 
 
 class FitTooSlow(Exception):
