@@ -173,3 +173,23 @@ def test_info_of_real_smollm2(home, model_path):
     assert "architecture    llama" in result.stdout
     assert "chat template   yes" in result.stdout
     assert "quantization    Q4_1" in result.stdout
+
+
+def test_info_says_a_catalogue_model_has_shipped_probes_and_how_well_they_agree(home, model_path):
+    result = rainlocal(home, "models", "info", str(model_path))
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("latent probes"))
+    assert "shipped, layer 18" in line and "request AUC 0.9" in line and "harm kappa" in line
+    info = json.loads(rainlocal(home, "models", "info", str(model_path), "--json").stdout)
+    assert info["latent_probes"]["status"] == "shipped" and info["latent_probes"]["usable"] is True
+
+
+def test_info_says_how_to_fit_probes_for_a_model_without_them(home, tmp_path, gguf_bytes):
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(gguf_bytes)
+    result = rainlocal(home, "models", "info", str(path))
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("latent probes"))
+    assert line.split(None, 2)[2].startswith("none;") and f"rainlocal calibrate -m {path}" in line
+    assert json.loads(rainlocal(home, "models", "info", str(path), "--json").stdout)["latent_probes"] == {
+        "status": "none", "projected_fit_s": None}

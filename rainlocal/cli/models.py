@@ -177,11 +177,45 @@ def _format_value(key: str, value: Any) -> str:
 @click.argument("model", metavar="PATH_OR_ALIAS")
 @click.option("--json", "as_json", is_flag=True, help="Print the fields as JSON.")
 def info_command(model: str, as_json: bool) -> None:
-    """Show what a GGUF model is: architecture, size, context length, quantization, chat template."""
-    info = read_info(catalog.resolve_model(model, pull=False))
+    """Show what a GGUF model is: architecture, size, context length, quantization, chat template, and
+    where its latent-judge probes come from."""
+    path = catalog.resolve_model(model, pull=False)
+    info = read_info(path)
+    info["latent_probes"] = _probes_info(path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    width = max(len(label) for _, label in _INFO_LABELS)
+    width = max(len(label) for _, label in _INFO_LABELS + (("", "latent probes"),))
     for key, label in _INFO_LABELS:
         click.echo(f"{label:<{width}}  {_format_value(key, info.get(key))}")
+    click.echo(f"{'latent probes':<{width}}  {_format_probes(info['latent_probes'], path)}")
+
+
+def _probes_info(path) -> dict[str, Any]:
+    """The latent judge's probes for this file: where from, which layer, their cross-validated agreement
+    with people's labels, whether the search may use them; for a file without, a first-use fit's remembered
+    projection (``first_fit``)."""
+    from rainlocal.cli.first_fit import known_projection
+    from rainlocal.gguf_info import content_fingerprint
+    from rainlocal.latent.probes import locate_probes
+
+    status, file, probes = locate_probes(path)
+    if probes is None:
+        return {"status": "none", "projected_fit_s": known_projection(content_fingerprint(path))}
+    usable, why = probes.usable()
+    m = probes.metrics
+    return {"status": status, "file": str(file), "layer": probes.layer, "usable": usable, "why_not": why or None,
+            "request_auc": m.get("request", {}).get("auc"),
+            "harm_auc": m.get("product_people", {}).get("auc"), "harm_kappa": m.get("product_people", {}).get("kappa")}
+
+
+def _format_probes(p: dict[str, Any], path) -> str:
+    if p["status"] == "none":
+        seen = (f" (a fit here was projected at about {max(1, round(p['projected_fit_s'] / 60))} min)"
+                if p.get("projected_fit_s") else "")
+        return (f"none; fitted on the first latent answer in a terminal if that takes less than "
+                f"RAINLOCAL_FIT_BUDGET{seen}, or now with `rainlocal calibrate -m {path}`")
+    agree = ", ".join(f"{name} {p[k]:.2f}" for name, k in (("request AUC", "request_auc"), ("harm AUC", "harm_auc"),
+                                                         ("harm kappa", "harm_kappa")) if p.get(k) is not None)
+    text = f"{p['status']}, layer {p['layer']} ({agree}, cross-validated against people's labels)"
+    return text if p["usable"] else f"{text}; not used: {p['why_not']}"

@@ -145,6 +145,13 @@ def probe_path(fingerprint: str, *, shipped: bool = False) -> Path:
 
 def find_probes(model_path: str | Path) -> ProbeSet | None:
     """The probes of this model file: the user's own fit first, then the shipped ones; None if neither."""
+    return locate_probes(model_path)[2]
+
+
+def locate_probes(model_path: str | Path) -> tuple[str, Path | None, ProbeSet | None]:
+    """Where this model file's probes come from: ``("fitted", file, probes)`` for the user's own fit,
+    ``("shipped", file, probes)``, or ``("none", None, None)`` (a broken file is as good as none: it is
+    fitted again)."""
     from rainlocal.gguf_info import content_fingerprint
 
     fp = content_fingerprint(model_path)
@@ -152,7 +159,7 @@ def find_probes(model_path: str | Path) -> ProbeSet | None:
         path = probe_path(fp, shipped=shipped)
         if path.is_file():
             try:
-                return ProbeSet.load(path)
+                return ("shipped" if shipped else "fitted"), path, ProbeSet.load(path)
             except (OSError, ValueError, KeyError):
-                continue  # a broken file is as good as none: fitted again
-    return None
+                continue
+    return "none", None, None
