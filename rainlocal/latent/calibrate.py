@@ -1,8 +1,8 @@
 """One calibration of a model's probes, end to end: labelled sets -> states -> cross-validation -> file.
 
 Used by ``rainlocal calibrate`` and by the first latent answer of a model without probes. The work is
-counted in units (one request or reply decoded, one reply written, one cross-validated fit) so a
-progress bar can show it.
+counted in units of what it costs (``fit.UNIT_COST``) so a progress bar, and the first-use fit's
+projection, can show it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable
 from rainlocal.latent import data
 from rainlocal.latent.data import Reply
 from rainlocal.latent.features import WINDOW
-from rainlocal.latent.fit import DEPTHS, PENALTIES, candidate_layers, choose, fit_final, read_tables
+from rainlocal.latent.fit import DEPTHS, PENALTIES, UNIT_COST, candidate_layers, choose, fit_final, read_tables
 from rainlocal.latent.probes import ProbeSet, probe_path
 
 
@@ -102,13 +102,14 @@ def _dialogues(plan: Plan, limit: int | None) -> list:
 
 
 def units(plan: Plan, n_layer: int, limit: int | None = None) -> int:
-    """Progress units: a reply, conversation or extra prompt decoded, an own reply written, a
-    cross-validated fit."""
+    """The plan's work in progress units (``fit.UNIT_COST``: conversations, extra prompts and replies read,
+    own replies written, cross-validated fits, each at what it costs)."""
     prompts = limited(data.xstest_prompts(), limit)
     ids = {p.id for p in prompts}
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
-    return (len(_extras(plan.extra)) + len(_dialogues(plan, limit)) + people + len(plan.own_prompts(prompts))
-            + len(plan.layers(n_layer)) * len(PENALTIES))
+    c = UNIT_COST
+    return (c["extra"] * len(_extras(plan.extra)) + c["dialogue"] * len(_dialogues(plan, limit)) + c["reply"] * people
+            + c["own"] * len(plan.own_prompts(prompts)) + c["fit"] * len(plan.layers(n_layer)) * len(PENALTIES))
 
 
 def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick: bool = True,

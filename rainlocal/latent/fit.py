@@ -24,6 +24,11 @@ PENALTIES = (0.003, 0.03)
 #: A harm verdict: P(unsafe) * P(complies) at least this.
 THRESHOLD = 0.5
 FULL = len(PREFIXES) - 1  # the prefix index of the whole judged window
+#: What one item of each kind of work costs, in short prompts read (measured 2026-12-06: the quick plan on
+#: qwen2.5-coder-0.5b, 2 cores: 0.39 s a conversation, 0.054 s an extra prompt, 0.18 s a labelled reply,
+#: 0.35 s an own reply written and read, 2.0 s a cross-validated fit). Progress is reported in these
+#: units, so a bar's time left, and the first-use fit's projection from its first seconds, hold.
+UNIT_COST = {"dialogue": 7, "extra": 1, "reply": 3, "own": 6, "fit": 36}
 
 
 def candidate_layers(n_layer: int, depths: Sequence[float] = DEPTHS) -> list[int]:
@@ -58,7 +63,7 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
     like the XSTest prompts) and the extra prompts (training only) are decoded alone. ``prompt_tokens``
     turns a conversation's messages into the model's prompt. The model also writes its own reply (at most
     ``own_tokens``) to each prompt of ``write_own`` (labelled by the refusal-string rule), and its states
-    are read from that very decode."""
+    are read from that very decode. ``progress`` is told the work done in ``UNIT_COST`` units."""
     from rainlocal.latent.features import read_case, stack_cases
     from rainlocal.latent.own import generate_replies, rule_complied
 
@@ -70,17 +75,20 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
             toks[p.id] = prompt_tokens(p.messages)
         return toks[p.id]
 
+    def costed(kind: str) -> Callable[[int], None] | None:
+        return None if progress is None else (lambda k: progress(k * UNIT_COST[kind]))
+
     alone = list(dialogues) + list(extra)
     # (conversations are long: fewer side by side, so the batch fits the context's KV pool)
-    parts = [case_states(engine, [tok(p) for p in group], [[] for _ in group], batch=batch, progress=progress)
-             for group, batch in ((dialogues, 4), (extra, 16)) if group]
+    parts = [case_states(engine, [tok(p) for p in group], [[] for _ in group], batch=batch, progress=costed(kind))
+             for group, batch, kind in ((dialogues, 4, "dialogue"), (extra, 16, "extra")) if group]
     by_id = {p.id: p for p in prompts}
     rows = case_states(engine, [tok(by_id[r.prompt_id]) for r in replies],
-                       [engine.tokenize(r.text.strip() or " ") for r in replies], progress=progress)
+                       [engine.tokenize(r.text.strip() or " ") for r in replies], progress=costed("reply"))
     replies = list(replies)
     if write_own:
         own_rows: list = []
-        written = generate_replies(engine, [tok(p) for p in write_own], max_tokens=own_tokens, progress=progress,
+        written = generate_replies(engine, [tok(p) for p in write_own], max_tokens=own_tokens, progress=costed("own"),
                                    read=lambda p, r: own_rows.append(read_case(engine, p, r)))
         texts = [engine.detokenize(t) for t in written]
         replies += [Reply(p.id, t, rule_complied(t), p.unsafe, "own") for p, t in zip(write_own, texts)]
@@ -247,7 +255,7 @@ def choose(t: Tables, folds: int = 5, progress: Callable[[int], None] | None = N
         for c in PENALTIES:
             r = cross_validate(t, li, c, folds)
             if progress is not None:
-                progress(1)
+                progress(UNIT_COST["fit"])
             if best is None or _objective(r.metrics) > _objective(best.metrics):
                 best = r
     assert best is not None
