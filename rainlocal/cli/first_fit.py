@@ -1,13 +1,13 @@
 """Fitting a model's probes on its first latent answer, without holding the user's answer hostage.
 
 The quick fit takes under 3 minutes for a 0.5B model on two cores, but it grows with the model: the RAIN
-paper's llama-2-13b-chat would take about an hour on the same machine. So the first-use fit watches its
-own pace: once it has run ``WATCH_S`` seconds, a fit projected to take longer than the budget
-(``RAINLOCAL_FIT_BUDGET`` seconds, default ``BUDGET_S``; 0 never fits on first use) stops, one line says
-how long it would have taken and how to fit it (``rainlocal calibrate``, which has no budget), and the
-prompted judge answers. The projection is remembered by the model's content fingerprint, so the next
-answer does not spend those seconds again (a budget raised above it tries again). Ctrl-C during the fit stops only the fit: the answer the user
-asked for still comes, from the prompted judge.
+paper's llama-2-13b-chat would take about an hour on the same machine (scaled by parameter count). So the
+first-use fit watches its own pace: once it has run ``WATCH_S`` seconds, a fit projected to take longer
+than the budget (``RAINLOCAL_FIT_BUDGET`` seconds, default ``BUDGET_S``; 0 never fits on first use)
+stops, one line says how long it would have taken and how to fit it (``rainlocal calibrate``, which has no
+budget), and the prompted judge answers. The projection is remembered by the model's content fingerprint,
+so the next answer does not spend those seconds again (a budget raised above it tries again). Ctrl-C
+during the fit stops only the fit: the answer the user asked for still comes, from the prompted judge.
 """
 
 from __future__ import annotations
