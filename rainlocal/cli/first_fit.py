@@ -12,7 +12,6 @@ during the fit stops only the fit: the answer the user asked for still comes, fr
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -69,31 +68,22 @@ def _estimates_path() -> Path:
 
 def known_projection(fingerprint: str) -> float | None:
     """The projected fit time remembered for this model file, if an earlier first use measured one."""
-    try:
-        value = json.loads(_estimates_path().read_text(encoding="utf-8")).get(fingerprint, {}).get("projected_s")
-        return float(value) if value is not None else None
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
+    from rainlocal.json_store import read_dict
+
+    entry = read_dict(_estimates_path()).get(fingerprint)
+    value = entry.get("projected_s") if isinstance(entry, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def remember_projection(fingerprint: str, projected_s: float) -> None:
-    path = _estimates_path()
-    try:
-        try:
-            known = json.loads(path.read_text(encoding="utf-8"))
-            known = known if isinstance(known, dict) else {}
-        except (OSError, ValueError):
-            known = {}
-        known[fingerprint] = {"projected_s": round(projected_s, 1), "measured": time.strftime("%Y-%m-%d")}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache only costs the next first use its watch
+    from rainlocal.json_store import remember
+
+    remember(_estimates_path(), fingerprint,
+             {"projected_s": round(projected_s, 1), "measured": time.strftime("%Y-%m-%d")})
 
 
-def _minutes(seconds: float) -> str:
+def minutes(seconds: float) -> str:
+    """A fit's duration as people say it ("about 3 min", "about 1.2 h")."""
     return f"about {max(1, round(seconds / 60))} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
 
 
@@ -109,9 +99,13 @@ def fit_on_first_use(engine, say: Callable[[str], None]) -> Path | None:
     if fp in _declined:
         return None
     known = known_projection(fp)
-    if budget <= 0 or (known is not None and known > budget):
-        why = (f"fitting them here takes {_minutes(known)} (measured on first use)" if known is not None and budget > 0
-               else "RAINLOCAL_FIT_BUDGET=0 turns fitting on first use off")
+    if budget <= 0:
+        why = "RAINLOCAL_FIT_BUDGET=0 turns fitting on first use off"
+    elif known is not None and known > budget:
+        why = f"fitting them here takes {minutes(known)} (measured on first use)"
+    else:
+        why = None
+    if why is not None:
         say(f"note: {name} has no latent-judge probes; {why}; {how}; the prompted judge answers instead")
         _declined.add(fp)
         return None
@@ -120,8 +114,8 @@ def fit_on_first_use(engine, say: Callable[[str], None]) -> Path | None:
         _, path = run_calibration(engine, quick=True, budget_s=budget)
     except FitTooSlow as slow:
         remember_projection(fp, slow.projected_s)
-        say(f"note: fitting {name}'s probes would take {_minutes(slow.projected_s)} here, more than the first-use "
-            f"budget ({_minutes(budget)}; RAINLOCAL_FIT_BUDGET); {how}; the prompted judge answers instead")
+        say(f"note: fitting {name}'s probes would take {minutes(slow.projected_s)} here, more than the first-use "
+            f"budget ({minutes(budget)}; RAINLOCAL_FIT_BUDGET); {how}; the prompted judge answers instead")
         _declined.add(fp)
         return None
     except KeyboardInterrupt:

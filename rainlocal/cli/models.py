@@ -211,8 +211,9 @@ def _probes_info(path) -> dict[str, Any]:
 
 def _format_probes(p: dict[str, Any], path) -> str:
     if p["status"] == "none":
-        seen = (f" (a fit here was projected at about {max(1, round(p['projected_fit_s'] / 60))} min)"
-                if p.get("projected_fit_s") else "")
+        from rainlocal.cli.first_fit import minutes
+
+        seen = f" (a fit here was projected at {minutes(p['projected_fit_s'])})" if p.get("projected_fit_s") else ""
         return (f"none; fitted on the first latent answer in a terminal if that takes less than "
                 f"RAINLOCAL_FIT_BUDGET{seen}, or now with `rainlocal calibrate -m {path}`")
     agree = ", ".join(f"{name} {p[k]:.2f}" for name, k in (("request AUC", "request_auc"), ("harm AUC", "harm_auc"),

@@ -11,8 +11,6 @@ objective and score mode, so the check costs its few seconds once.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,28 +67,15 @@ def check(engine: Any, objective: Any, mode: str) -> SignalResult:
 def cached_check(engine: Any, objective: Any, mode: str, cache_file: Path) -> SignalResult:
     """``check``, remembered in ``cache_file`` by judge file (name, size, mtime), objective and mode."""
     from rainlocal.gguf_info import file_identity
+    from rainlocal.json_store import read_dict, remember
 
     ident = file_identity(getattr(engine, "path", "model"))
     digest = hashlib.sha1(repr((objective.instruction, objective.question, getattr(objective, "good", ""),
                                 getattr(objective, "bad", ""), objective.examples)).encode()).hexdigest()[:12]
     key = f"{ident}|{objective.name}|{digest}|{mode}"
-    data: dict[str, Any] = {}
-    try:
-        data = json.loads(cache_file.read_text())
-        if not isinstance(data, dict):
-            data = {}
-    except (OSError, ValueError):
-        data = {}
-    hit = data.get(key)
+    hit = read_dict(cache_file).get(key)
     if isinstance(hit, dict) and isinstance(hit.get("right"), int) and isinstance(hit.get("total"), int):
         return SignalResult(hit["right"], hit["total"], fresh=False)
     result = check(engine, objective, mode)
-    data[key] = {"right": result.right, "total": result.total}
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only cache only means the check runs again next time
+    remember(cache_file, key, {"right": result.right, "total": result.total})  # (read-only: checked again)
     return result
