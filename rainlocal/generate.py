@@ -127,17 +127,6 @@ class Generator:
         digest = hashlib.sha1((ident + ":" + ",".join(map(str, tokens))).encode()).hexdigest()[:16]
         return bool(self.judge_engine.warm_prefix(tokens, Path(cache_dir) / "judge-prefix" / f"{digest}.state"))
 
-    def _prompt_tokens_for(self, engine):
-        fmt = self.formatter if engine is self.engine else formatter_for(engine)
-        return lambda messages: engine.prompt_tokens(fmt(messages).parts)
-
-    def request_start(self, messages: list[Message], prompt: list[int]) -> int:
-        """Where the last user message begins in ``prompt`` (``features.request_start``): the latent judge
-        reads the request from there."""
-        from rainlocal.latent.features import request_start
-
-        return request_start(self._prompt_tokens_for(self.engine), messages, prompt)
-
     def text_evaluator(self, messages: list[Message], settings: GenerationSettings):
         """The self-evaluation that scores finished answers to ``messages`` (best-of-N, self-check): the
         same judge, objective and score the search would use, latent included."""
@@ -159,13 +148,9 @@ class Generator:
                 probes = probes.for_request(messages)  # a labelled dev prompt: the fold that left it out
 
                 if self.judge_engine is self.engine:
-                    return settings, LatentEvaluator(self.engine, probes, prompt, start=self.request_start(messages, prompt))
-                from rainlocal.latent.features import request_start
-
-                judge_tokens = self._prompt_tokens_for(self.judge_engine)
-                judge_prompt = judge_tokens(messages)
-                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine,
-                                                 start=request_start(judge_tokens, messages, judge_prompt))
+                    return settings, LatentEvaluator(self.engine, probes, prompt)
+                judge_prompt = self.judge_engine.prompt_tokens(formatter_for(self.judge_engine)(messages).parts)
+                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine)
             settings = replace(settings, rain=without_latent(settings.rain))
         return settings, SelfEvaluator(self.judge_engine, self.objective(settings.objective), messages,
                                        mode=settings.rain.score)

@@ -5,9 +5,7 @@ CSV (prompt_id,reply,complied), print the cross-validated measures, and optional
 
 ``DIALOGUES=STATES.npz`` adds the labelled HH conversations (``latent.data.hh_requests``): request states
 at the same layers, one row per conversation (arrays ``states`` [n, layers, d] and ``ids``; other rows
-in the file, e.g. kind != "hh", are ignored), measured and cross-fitted like the XSTest prompts. Request
-states are request features (``features.request_feature``: the last token's state, then the user
-message's mean), as ``probe_experiment.py`` writes them since 2026-12-06.
+in the file, e.g. kind != "hh", are ignored), measured and cross-fitted like the XSTest prompts.
 """
 import csv
 import json
@@ -20,7 +18,7 @@ import numpy as np
 from rainlocal.latent import data
 from rainlocal.latent.data import Prompt, Reply
 from rainlocal.latent.features import CaseStates
-from rainlocal.latent.fit import Tables, _objective, choose, cross_validate, fit_final
+from rainlocal.latent.fit import Tables, choose, cross_validate, fit_final
 
 z = np.load(sys.argv[1])
 labels = {r["prompt_id"]: r["complied"].strip() == "1" for r in csv.DictReader(open(sys.argv[2], encoding="utf-8"))}
@@ -41,7 +39,6 @@ if os.environ.get("DIALOGUES"):
     hh = [p for p in data.hh_requests() if p.id in row]
     states = d["states"][[row[p.id] for p in hh]]
     states = states[:, 0] if states.ndim == 4 else states  # (read2.py keeps 3 features; the first is the request's)
-    assert states.shape[-1] == request.shape[-1], "conversation states are not request features (last, mean)"
     prompts = prompts[:extra_from] + hh + prompts[extra_from:]
     request = np.concatenate([request[:extra_from], states.astype(request.dtype), request[extra_from:]])
     extra_from += len(hh)
@@ -50,13 +47,12 @@ t = Tables(prompts, request, replies, CaseStates(z["request"][:0], z["prefix"], 
            [int(x) for x in z["layers"]], extra_from=extra_from)
 t0 = time.time()
 if os.environ.get("PROBE_LAYER"):  # skip the search: one cross-validation at this layer and penalty
-    best = max(cross_validate(t, t.layers.index(int(os.environ["PROBE_LAYER"])), float(os.environ.get("PROBE_C", "0.03"))),
-               key=lambda r: _objective(r.metrics))
+    best = cross_validate(t, t.layers.index(int(os.environ["PROBE_LAYER"])), float(os.environ.get("PROBE_C", "0.03")))
 else:
     best = choose(t, progress=lambda k: print(".", end="", flush=True))
 np.savez(sys.argv[1] + ".oof.npz", p_unsafe=best.p_unsafe, p_comply=best.p_comply, p_harm=best.p_harm,
          p_refuse=best.p_refuse)
-print("\nlayer", t.layers[best.layer_index], "c", best.c, "request read", best.read, "cv seconds", round(time.time() - t0, 1))
+print("\nlayer", t.layers[best.layer_index], "c", best.c, "cv seconds", round(time.time() - t0, 1))
 for k, v in best.metrics.items():
     print(f"{k:45s} auc {v['auc']:.3f} kappa {v['kappa']:.3f} n {v['n']} pos {v['positives']}")
 if len(sys.argv) > 4:

@@ -142,8 +142,7 @@ def test_the_fit_reads_conversations_with_their_own_request_probe_and_reports_th
                        {"role": "user", "content": "c"}])
     xs = [Prompt(f"xs-{i}", f"q{i}", bool(i % 2)) for i in range(n_x)]
     conv = [Prompt(f"hh-{i}", "c", bool(i % 3), "hh", talk) for i in range(n_c)]
-    # one-line requests carry their label on feature 0, conversations on feature 1 (both in the first
-    # half of the request feature, the last token's state)
+    # one-line requests carry their label on feature 0, conversations on feature 1
     req = rng.normal(size=(n_x + n_c, 1, d))
     req[:n_x, 0, 0] += np.where([p.unsafe for p in xs], 3.0, -3.0)
     req[n_x:, 0, 1] += np.where([p.unsafe for p in conv], 3.0, -3.0)
@@ -152,7 +151,7 @@ def test_the_fit_reads_conversations_with_their_own_request_probe_and_reports_th
     prefix[:, :, 0, 2] += np.where([r.complied for r in replies], 3.0, -3.0)[:, None]
     t = Tables(xs + conv, req, replies, CaseStates(req[:0], prefix, np.full(len(replies), 8)), [3],
                extra_from=n_x + n_c)
-    cv = cross_validate(t, 0, 0.1)[0]
+    cv = cross_validate(t, 0, 0.1)
     assert all("request_multi" in m for m in cv.folds)
     assert not np.isnan(cv.p_unsafe).any()
     assert cv.metrics["request"]["n"] == n_x and cv.metrics["request_hh"]["n"] == n_c
@@ -201,60 +200,3 @@ def test_the_quick_plan_tries_a_subset_of_the_full_plans_layers_no_deeper_than_s
         quick, full = Plan.named(True).layers(n_layer), Plan.named(False).layers(n_layer)
         assert set(quick) < set(full)
         assert max(quick) <= round(0.6 * n_layer)
-
-
-def _request_tables(signal_in_mean: bool, seed: int = 3):
-    """Tables whose request label is readable only in the last token's half of the request feature, or
-    only in the mean's half; replies carry compliance on their feature 0."""
-    from rainlocal.latent.data import Prompt, Reply
-    from rainlocal.latent.features import PREFIXES, CaseStates
-    from rainlocal.latent.fit import Tables
-
-    rng = np.random.default_rng(seed)
-    d, n = 4, 80
-    prompts = [Prompt(f"xs-{i}", f"q{i}", bool(i % 2)) for i in range(n)]
-    req = rng.normal(size=(n, 1, 2 * d))
-    req[:, 0, d if signal_in_mean else 0] += np.where([p.unsafe for p in prompts], 2.5, -2.5)
-    replies = [Reply(p.id, "r", bool(k), p.unsafe, "m") for p in prompts for k in (0, 1)]
-    prefix = rng.normal(size=(len(replies), len(PREFIXES), 1, d))
-    prefix[:, :, 0, 0] += np.where([r.complied for r in replies], 3.0, -3.0)[:, None]
-    return Tables(prompts, req, replies, CaseStates(req[:0], prefix, np.full(len(replies), 8)), [3], extra_from=n)
-
-
-def test_the_fit_chooses_how_to_read_the_request_by_cross_validation():
-    from rainlocal.latent.fit import choose, fit_final
-
-    for in_mean, read in ((True, "last+mean"), (False, "last")):
-        t = _request_tables(in_mean)
-        cv = choose(t)
-        assert cv.read == read and cv.metrics["request"]["auc"] > 0.9
-        final = fit_final(t, cv, "m.gguf", "abc")
-        assert final.request_read == read and final.metrics["fit"]["request_read"] == read
-        assert final.p_unsafe(t.request[1, 0]) > 0.5 > final.p_unsafe(t.request[0, 0])  # prompt 1 unsafe, 0 safe
-
-
-def test_a_probe_fitted_on_the_last_token_reads_only_that_half_of_the_request_feature():
-    rng = np.random.default_rng(4)
-    last, comply = _probe(rng, 8), _probe(rng, 8)
-    ps = ProbeSet("m.gguf", "abc", 3, {"request": last, "comply": comply})
-    feature = rng.normal(size=16)
-    assert ps.request_read == "last"
-    assert ps.p_unsafe(feature) == float(last.prob(feature[None, :8])[0])
-    both = ProbeSet("m.gguf", "abc", 3, {"request": _probe(rng, 16), "comply": comply})
-    assert both.request_read == "last+mean"
-
-
-def test_the_request_starts_where_the_last_user_message_does_in_any_template():
-    from rainlocal.latent.features import request_start
-
-    def template(messages):  # one token per character
-        return [ord(ch) for m in messages for ch in f"<{m['role']}>{m['content']}</>"] + [ord(ch) for ch in "<asst>"]
-
-    talk = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "kill a process"}]
-    toks = template(talk)
-    start = request_start(template, talk, toks)
-    assert "".join(map(chr, toks[start:])) == "kill a process</><asst>"
-    assert request_start(template, [], toks) == len(toks) - 1  # nothing to find: the last token alone
-    raw = [ord(ch) for ch in "Once upon a time"]
-    assert request_start(template, [{"role": "user", "content": "x"}], raw) == 0  # a raw prompt: all of it

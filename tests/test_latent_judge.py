@@ -41,10 +41,9 @@ REFUSALS = [
 
 def harm(engine, probes, request: str, reply: str) -> float:
     gen = Generator(engine)
-    messages = [{"role": "user", "content": request}]
-    prompt, _ = gen.prompt(messages)
+    prompt, _ = gen.prompt([{"role": "user", "content": request}])
     engine.logprobs([prompt], phase="prompt")
-    ev = LatentEvaluator(engine, probes, prompt, start=gen.request_start(messages, prompt))
+    ev = LatentEvaluator(engine, probes, prompt)
     s = ev.score_tokens(engine.tokenize(reply))
     engine.reset()
     return (1.0 - s) / 2.0
@@ -64,16 +63,6 @@ def qwen_probes(judge_model_path):
     probes = find_probes(judge_model_path)
     assert probes is not None, "the catalogue default ships its probes"
     return probes
-
-
-def test_the_request_is_read_from_the_last_user_message_on_in_the_models_own_template(qwen):
-    gen = Generator(qwen)
-    talk = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there."},
-            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "How do I kill a Python process?"}]
-    prompt, _ = gen.prompt(talk)
-    request = qwen.detokenize(prompt[gen.request_start(talk, prompt):])
-    assert "How do I kill a Python process?" in request
-    assert "Hello!" not in request and "Hi there." not in request and "Be brief." not in request
 
 
 def test_the_catalogue_models_probes_ship_with_the_package(model_path, judge_model_path):
@@ -119,7 +108,7 @@ def test_the_fast_search_rejects_a_harmful_opening_that_the_prompted_judge_accep
     assert judge.score(opening) >= prompted.accept  # the prompted judge lets it through
     qwen.reset()
     qwen.logprobs([prompt], phase="prompt")
-    latent = LatentEvaluator(qwen, qwen_probes, prompt, start=gen.request_start(messages, prompt))
+    latent = LatentEvaluator(qwen, qwen_probes, prompt)
     assert latent.score_tokens(qwen.tokenize(opening)) < profile_settings("fast").accept
     qwen.reset()
 

@@ -14,7 +14,6 @@ from conftest import _pulled
 from rainlocal.engine.llama import LlamaEngine
 from rainlocal.generate import Generator
 from rainlocal.latent.data import Prompt, extra_prompts, xstest_prompts
-from rainlocal.latent.features import read_request
 from rainlocal.latent.probes import find_probes
 
 ORDINARY = [
@@ -56,9 +55,8 @@ def test_every_shipped_request_probe_reads_ordinary_instructions_as_safe_and_har
         engine.want_layers([probes.layer])
         p = {}
         for q in ORDINARY + HARMFUL:
-            messages = [{"role": "user", "content": q}]
-            toks = gen.prompt(messages)[0]
-            p[q] = probes.for_request(q).p_unsafe(read_request(engine, toks, gen.request_start(messages, toks))[0])
+            toks = gen.prompt([{"role": "user", "content": q}])[0]
+            p[q] = probes.for_request(q).p_unsafe(engine.hidden_states(toks, len(toks) - 1)[0, 0])
             engine.reset()
     finally:
         engine.close()

@@ -58,7 +58,7 @@ def _conversation(messages: Sequence[dict[str, Any]]) -> str:
 class Reading:
     """The evaluation model's states for one (conversation, answer), at the probes' layer."""
 
-    request: np.ndarray  # [2 d]: the request feature (features.request_feature)
+    request: np.ndarray  # [d]: the prompt's last token
     window: np.ndarray  # [d]: mean over the answer's first WINDOW tokens
     n_reply: int
 
@@ -144,19 +144,16 @@ class LatentJudge(EvalJudge):
             if key not in self._readings:
                 self._ahead.setdefault(key, list(messages))
 
-    def _tokens(self, messages: Sequence[dict[str, Any]], answer: str) -> tuple[list[int], list[int], int]:
-        """(prompt, reply, where the request begins in the prompt)."""
+    def _tokens(self, messages: Sequence[dict[str, Any]], answer: str) -> tuple[list[int], list[int]]:
         from rainlocal.latent.features import WINDOW
 
         msgs, _ = self.gen.fit(list(messages), WINDOW + 1)
         prompt = self.engine.prompt_tokens(self.gen.formatter(msgs).parts)  # as Generator.prompt, never refused
-        start = self.gen.request_start(msgs, prompt)
         reply = self.engine.tokenize(answer.strip() or " ")[:WINDOW]
         room = self.engine.n_ctx - len(reply) - 1
         if len(prompt) > room:  # one message longer than the context: keep its end (the request's last state)
-            start = max(0, start - (len(prompt) - room))
             prompt = prompt[-room:]
-        return prompt, reply, start
+        return prompt, reply
 
     def _batch_for(self, key: Key) -> list[Key]:
         """``key`` and up to ``batch - 1`` announced cases: replies to the same conversation first."""
@@ -183,10 +180,11 @@ class LatentJudge(EvalJudge):
         self.engine.want_layers([self.probes.layer])
         msgs = {k: self._ahead.get(k, list(messages)) for k in keys}
         toks = {k: self._tokens(msgs[k], k[1]) for k in keys}
-        self.engine.read_states([p + r for p, r, _ in toks.values()], phase="judge")
+        self.engine.read_states([p + r for p, r in toks.values()], phase="judge")
         self.decodes += 1
         for k in keys:
-            request, means, n = read_case(self.engine, *toks[k])
+            p, r = toks[k]
+            request, means, n = read_case(self.engine, p, r)
             self._readings[k] = Reading(np.asarray(request[0], dtype=np.float64),
                                         np.asarray(means[len(PREFIXES) - 1][0], dtype=np.float64), int(n))
             self._ahead.pop(k, None)

@@ -2,8 +2,7 @@
 
 ``s = 1 - 2 P(the request is unsafe) P(the answer so far complies)`` in [-1, 1], the same scale as the
 prompted judge's scores, so the search's rules (Eq. 1's ``(q + 1) / 2``, ``V``, the fast profile's
-accept/hold) apply unchanged. P(unsafe) is read once per answer from the request's states (the prompt's
-last token, and where the probe reads it the mean over the last user message: ``features.request_feature``);
+accept/hold) apply unchanged. P(unsafe) is read once per answer at the prompt's last token;
 P(complies) from the mean state over the answer's latest tokens (``latent.features``).
 
 Nothing is decoded for it: the search's drafts, candidates and rollouts already decoded the answer's
@@ -17,26 +16,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rainlocal.latent.features import read_request, reply_window
+from rainlocal.latent.features import reply_window
 from rainlocal.latent.probes import ProbeSet
 
 
 class LatentEvaluator:
     """Scores answers to one prompt with ``probes`` on ``engine``'s states.
 
-    ``prompt`` is the prompt's tokens on ``engine`` and ``start`` where its last user message begins
-    (``features.request_start``). ``score_tokens`` takes the answer's tokens as the
+    ``prompt`` is the prompt's tokens on ``engine``. ``score_tokens`` takes the answer's tokens as the
     search made them (the states are then already there); ``score`` takes text (re-tokenized, e.g. for a
     ``--judge`` model with another tokenizer, or text cut at a stop string)."""
 
-    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int], *, start: int, source: Any = None):
+    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int], *, source: Any = None):
         """``source``: the answering engine when it is not ``engine`` (a ``--judge`` model): its tokens are
         turned into text and read again with the judge's tokenizer."""
         self.engine = engine
         self.source = source if source is not engine else None
         self.probes = probes
         self.prompt = [int(t) for t in prompt]
-        self.start = min(max(0, int(start)), len(self.prompt) - 1)
         engine.want_layers([probes.layer])
         self._p_unsafe: float | None = None
         self.calls = 0
@@ -45,9 +42,10 @@ class LatentEvaluator:
 
     @property
     def p_unsafe(self) -> float:
-        """P(the request is unsafe), read from the request's states (known before the first answer token)."""
+        """P(the request is unsafe), read at the prompt's last token (known before the first answer token)."""
         if self._p_unsafe is None:
-            self._p_unsafe = self.probes.p_unsafe(read_request(self.engine, self.prompt, self.start)[0])
+            st = self.engine.hidden_states(self.prompt, len(self.prompt) - 1)
+            self._p_unsafe = self.probes.p_unsafe(st[0, 0])
         return self._p_unsafe
 
     @property

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rainlocal.latent.data import Prompt, Reply
-from rainlocal.latent.features import PREFIXES, REQUEST_READS, WINDOW, CaseStates, case_states, request_start
+from rainlocal.latent.features import PREFIXES, WINDOW, CaseStates, case_states
 from rainlocal.latent.logreg import Linear, auc, basis_of, fit_logistic, group_folds, kappa, kappa_multi
 from rainlocal.latent.probes import ProbeSet
 
@@ -40,7 +40,7 @@ class Tables:
     """Everything read from the model: states of the requests and of the labelled replies."""
 
     prompts: list[Prompt]  # XSTest prompts, labelled dialogues (both measured), then extra prompts (training only)
-    request: np.ndarray  # [n_prompts, n_layers, 2 d]: features.request_feature
+    request: np.ndarray  # [n_prompts, n_layers, d]
     replies: list[Reply]
     reply_states: CaseStates
     layers: list[int]
@@ -48,11 +48,6 @@ class Tables:
 
     def prompt_index(self) -> dict[str, int]:
         return {p.id: i for i, p in enumerate(self.prompts)}
-
-    def request_x(self, li: int, read: str) -> np.ndarray:
-        """The request rows at layer index ``li`` as a probe reading ``read`` sees them."""
-        x = self.request[:, li, :]
-        return x if read == "last+mean" else x[:, : x.shape[1] // 2]
 
     def multi_turn(self) -> np.ndarray:
         """Which prompts follow earlier turns (read by the multi-turn request probe)."""
@@ -74,12 +69,10 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
 
     engine.want_layers(layers)
     toks: dict[str, list[int]] = {}
-    starts: dict[str, int] = {}
 
     def tok(p: Prompt) -> list[int]:
         if p.id not in toks:
             toks[p.id] = prompt_tokens(p.messages)
-            starts[p.id] = request_start(prompt_tokens, p.messages, toks[p.id])
         return toks[p.id]
 
     def costed(kind: str) -> Callable[[int], None] | None:
@@ -87,19 +80,16 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
 
     alone = list(dialogues) + list(extra)
     # (conversations are long: fewer side by side, so the batch fits the context's KV pool)
-    parts = [case_states(engine, [tok(p) for p in group], [[] for _ in group], [starts[p.id] for p in group],
-                         batch=batch, progress=costed(kind))
+    parts = [case_states(engine, [tok(p) for p in group], [[] for _ in group], batch=batch, progress=costed(kind))
              for group, batch, kind in ((dialogues, 4, "dialogue"), (extra, 16, "extra")) if group]
     by_id = {p.id: p for p in prompts}
     rows = case_states(engine, [tok(by_id[r.prompt_id]) for r in replies],
-                       [engine.tokenize(r.text.strip() or " ") for r in replies],
-                       [starts[r.prompt_id] for r in replies], progress=costed("reply"))
+                       [engine.tokenize(r.text.strip() or " ") for r in replies], progress=costed("reply"))
     replies = list(replies)
     if write_own:
         own_rows: list = []
-        start_of = {tuple(tok(p)): starts[p.id] for p in write_own}
         written = generate_replies(engine, [tok(p) for p in write_own], max_tokens=own_tokens, progress=costed("own"),
-                                   read=lambda p, r: own_rows.append(read_case(engine, p, r, start_of[tuple(p)])))
+                                   read=lambda p, r: own_rows.append(read_case(engine, p, r)))
         texts = [engine.detokenize(t) for t in written]
         replies += [Reply(p.id, t, rule_complied(t), p.unsafe, "own") for p, t in zip(write_own, texts)]
         own = stack_cases(own_rows)
@@ -120,7 +110,6 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
 class CVResult:
     layer_index: int
     c: float
-    read: str  # how the request probes read the request (features.REQUEST_READS)
     p_unsafe: np.ndarray  # per measured prompt (XSTest, then the labelled dialogues), out of fold
     p_comply: np.ndarray  # per reply, out of fold, on the whole window
     p_harm: np.ndarray
@@ -137,11 +126,8 @@ def _reply_rows(t: Tables, li: int, idx: np.ndarray) -> tuple[np.ndarray, np.nda
     return x, rep
 
 
-def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0,
-                   reads: Sequence[str] = REQUEST_READS, bases: dict | None = None) -> list[CVResult]:
-    """Out-of-fold predictions for the probes at layer index ``li`` and penalty ``c``: one result per way of
-    reading the request (``reads``), sharing the reply probes (fitted once). ``bases``: projections already
-    computed for these training rows (by another penalty), keyed by layer, read, fold and probe."""
+def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) -> CVResult:
+    """Out-of-fold predictions for the three probes at layer index ``li`` and penalty ``c``."""
     n_meas = t.extra_from
     pid = [p.id for p in t.prompts[:n_meas]]
     fold_of_prompt = dict(zip(pid, group_folds(pid, folds, seed)))
@@ -152,59 +138,43 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0,
     y_harm = np.array([r.harmful for r in t.replies], dtype=float)
     three = np.array([r.refused is not None for r in t.replies])
     y_refuse = np.array([bool(r.refused) for r in t.replies], dtype=float)
+    p_unsafe = np.full(len(t.prompts), np.nan)
     p_comply = np.full(len(t.replies), np.nan)
     p_harm = np.full(len(t.replies), np.nan)
     p_refuse = np.full(len(t.replies), np.nan)
+    xr = t.request[:, li, :]
     multi = t.multi_turn()
-    reply_models: list[dict[str, Linear]] = []
+    models: list[dict[str, Linear]] = []
     for f in range(folds):
+        tr = req_fold != f
+        te = req_fold == f
+        m = _request_probes(xr, y_req, tr, multi, c)
+        p_unsafe[te & ~multi] = m["request"].prob(xr[te & ~multi])
+        p_unsafe[te & multi] = m.get("request_multi", m["request"]).prob(xr[te & multi])
         tr_r = np.flatnonzero(rep_fold != f)
         te_r = np.flatnonzero(rep_fold == f)
-        m = _reply_probes(t, li, tr_r, c, y_comply, y_harm, y_refuse, three)
+        m.update(_reply_probes(t, li, tr_r, c, y_comply, y_harm, y_refuse, three))
         xt = t.reply_states.prefix[te_r][:, FULL, li, :]
         p_comply[te_r] = m["comply"].prob(xt)
         p_harm[te_r] = m["harm"].prob(xt)
         if "refusal" in m:
             p_refuse[te_r] = m["refusal"].prob(xt)
-        reply_models.append(m)
+        models.append(m)
     ids = [[pid[i] for i in range(n_meas) if fold_of_prompt[pid[i]] == f] for f in range(folds)]
-    out = []
-    for read in reads:
-        xr = t.request_x(li, read)
-        p_unsafe = np.full(len(t.prompts), np.nan)
-        models: list[dict[str, Linear]] = []
-        for f in range(folds):
-            tr, te = req_fold != f, req_fold == f
-            key = None if bases is None else (li, read, f)
-            m = _request_probes(xr, y_req, tr, multi, c, bases=bases, key=key)
-            p_unsafe[te & ~multi] = m["request"].prob(xr[te & ~multi])
-            p_unsafe[te & multi] = m.get("request_multi", m["request"]).prob(xr[te & multi])
-            models.append({**m, **reply_models[f]})
-        res = CVResult(li, c, read, p_unsafe[:n_meas], p_comply, p_harm, p_refuse, models, ids)
-        res.metrics = measure(t, res)
-        out.append(res)
-    return out
+    res = CVResult(li, c, p_unsafe[:n_meas], p_comply, p_harm, p_refuse, models, ids)
+    res.metrics = measure(t, res)
+    return res
 
 
 def _request_probes(x: np.ndarray, y: np.ndarray, train: np.ndarray, multi: np.ndarray,
-                    c: float, *, bases: dict | None = None, key: tuple | None = None) -> dict[str, Linear]:
+                    c: float) -> dict[str, Linear]:
     """The request probes fitted on rows ``train``: ``request`` for a request without earlier turns, fitted
     without the multi-turn conversations, and where there are conversations ``request_multi`` for them,
     fitted on everything. (One probe for both read HH's conversations as well but lost 0.03 AUC on
-    XSTest's one-line requests: README, "Latent judge".) ``bases[key + (name,)]`` keeps each probe's
-    projection for the next penalty (the same rows give the same basis)."""
-
-    def fit(name: str, rows: np.ndarray) -> Linear:
-        if bases is None or key is None:
-            return fit_logistic(x[rows], y[rows], c)
-        k = key + (name,)
-        if k not in bases:
-            bases[k] = basis_of(x[rows])
-        return fit_logistic(x[rows], y[rows], c, basis=bases[k])
-
-    out = {"request": fit("request", train & ~multi)}
+    XSTest's one-line requests: README, "Latent judge".)"""
+    out = {"request": fit_logistic(x[train & ~multi], y[train & ~multi], c)}
     if (train & multi).any():
-        out["request_multi"] = fit("request_multi", train)
+        out["request_multi"] = fit_logistic(x[train], y[train], c)
     return out
 
 
@@ -280,16 +250,14 @@ def _objective(m: dict) -> float:
 
 
 def choose(t: Tables, folds: int = 5, progress: Callable[[int], None] | None = None) -> CVResult:
-    """The layer, penalty and request read with the best cross-validated ``_objective``."""
     best: CVResult | None = None
     for li in range(len(t.layers)):
-        bases: dict = {}  # one projection per training set, shared by the penalties
         for c in PENALTIES:
-            for r in cross_validate(t, li, c, folds, bases=bases):
-                if best is None or _objective(r.metrics) > _objective(best.metrics):
-                    best = r
+            r = cross_validate(t, li, c, folds)
             if progress is not None:
                 progress(UNIT_COST["fit"])
+            if best is None or _objective(r.metrics) > _objective(best.metrics):
+                best = r
     assert best is not None
     return best
 
@@ -299,13 +267,13 @@ def fit_final(t: Tables, cv: CVResult, model: str, fingerprint: str) -> ProbeSet
     y_req = np.array([p.unsafe for p in t.prompts], dtype=float)
     three = np.array([r.refused is not None for r in t.replies])
     multi = t.multi_turn()
-    probes = _request_probes(t.request_x(li, cv.read), y_req, np.ones(len(y_req), dtype=bool), multi, c)
+    probes = _request_probes(t.request[:, li, :], y_req, np.ones(len(y_req), dtype=bool), multi, c)
     probes.update(_reply_probes(t, li, np.arange(len(t.replies)), c,
                                 np.array([r.complied for r in t.replies], dtype=float),
                                 np.array([r.harmful for r in t.replies], dtype=float),
                                 np.array([bool(r.refused) for r in t.replies], dtype=float), three))
     metrics = dict(cv.metrics)
-    metrics["fit"] = {"layer": t.layers[li], "c": c, "request_read": cv.read, "threshold": THRESHOLD, "folds": "grouped by prompt",
+    metrics["fit"] = {"layer": t.layers[li], "c": c, "threshold": THRESHOLD, "folds": "grouped by prompt",
                       "replies_people": int(sum(r.source != "own" for r in t.replies)),
                       "replies_own": int(sum(r.source == "own" for r in t.replies))}
     return ProbeSet(model=model, fingerprint=fingerprint, layer=t.layers[li], probes=probes, metrics=metrics,

@@ -1,8 +1,6 @@
 """A model's probes: which layer to read, three linear read-outs, and how well they agreed with people.
 
-* ``request``: P(the request is unsafe), from the request feature (``features.request_feature``: the
-  last token's state, then the mean over the user message; a probe fitted on the first half alone
-  reads only that, so files fitted before the mean was added read as they always did); ``request_multi`` reads
+* ``request``: P(the request is unsafe), from the request's state (``features``); ``request_multi`` reads
   a request that follows earlier turns of a conversation (fitted on labelled HH conversations too;
   files without it read every request with ``request``).
 * ``comply``: P(the reply complies), from the reply window's mean state.
@@ -84,15 +82,8 @@ class ProbeSet:
     def p_refusal(self, window: np.ndarray) -> np.ndarray:
         return self.probes["refusal"].prob(np.atleast_2d(window))
 
-    def p_unsafe(self, request_feature: np.ndarray) -> float:
-        lin = self.probes["request"]
-        return float(lin.prob(request_feature[None, : len(lin.mean)])[0])
-
-    @property
-    def request_read(self) -> str:
-        """How the request probe reads the request feature (``features.REQUEST_READS``)."""
-        lin = self.probes["request"]
-        return "last" if len(lin.mean) == len(self.probes["comply"].mean) else "last+mean"
+    def p_unsafe(self, request_state: np.ndarray) -> float:
+        return float(self.probes["request"].prob(request_state[None, :])[0])
 
     def p_comply(self, window: np.ndarray) -> np.ndarray:
         return self.probes["comply"].prob(np.atleast_2d(window))
