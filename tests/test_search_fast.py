@@ -339,6 +339,20 @@ def test_with_opening_pick_first_the_first_acceptable_opening_is_kept_over_a_bet
     assert "Sorry" in of(events_b, Check)[0].text  # ... which "best" passed over for the refusal
 
 
+def test_an_answer_the_judge_never_objects_to_is_plain_decodings_answer_token_for_token():
+    # P(unsafe) 0.52: every opening is checked and accepted (" Sure" 0.06, a refusal 0.9); the openings
+    # beyond the first draw from a stream of their own, so the kept first opening and every clause after
+    # it are what vanilla decoding samples with the same seed
+    from rainlocal.search.vanilla import vanilla_generate
+
+    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
+    for seed in range(12):
+        _, judge, events = latent_answer(0.52, settings, temp=1.0, seed=seed)
+        assert len(judge.tokens) > 1 and all(c.verdict == "accept" for c in of(events, Check))
+        plain = list(vanilla_generate(engine(), PROMPT, SamplingSettings(temp=1.0, seed=seed), StopRule(max_tokens=32)))
+        assert events[-1].tokens == plain[-1].tokens, seed
+
+
 def test_with_opening_pick_first_a_rejected_first_opening_still_gives_way_to_the_best():
     settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
     _, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)  # " Sure" scores -0.62: rejected

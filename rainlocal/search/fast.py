@@ -70,8 +70,11 @@ def draft_clause(engine: Engine, prompt: list[int], answer: list[int], sampling:
 
 def draft_clauses(engine: Engine, prompt: list[int], answer: list[int], sampling: SamplingSettings,
                   stop: StopRule, delimiters: str, max_tokens: int, rng: np.random.Generator, k: int,
-                  should_stop: Callable[[], bool] | None = None, min_tokens: int = 1) -> list[list[int]]:
-    """``k`` clauses drafted side by side (one batched decode per token), each ending as ``draft_clause``'s."""
+                  should_stop: Callable[[], bool] | None = None, min_tokens: int = 1,
+                  side_rng: np.random.Generator | None = None) -> list[list[int]]:
+    """``k`` clauses drafted side by side (one batched decode per token), each ending as ``draft_clause``'s.
+    The first draws from ``rng`` alone and the others from ``side_rng`` (default ``rng``), so the first is
+    the very clause plain decoding would have sampled from ``rng``."""
     outs: list[list[int]] = [[] for _ in range(k)]
     budget = min(max_tokens, max(stop.max_tokens - len(answer), 0))
     tail = answer[-8:]
@@ -83,7 +86,8 @@ def draft_clauses(engine: Engine, prompt: list[int], answer: list[int], sampling
         still = []
         for i, lp in zip(live, rows):
             out = outs[i]
-            tok = sample_token(lp, rng, temp=sampling.temp, top_k=sampling.top_k, top_p=sampling.top_p)
+            r = rng if i == 0 or side_rng is None else side_rng
+            tok = sample_token(lp, r, temp=sampling.temp, top_k=sampling.top_k, top_p=sampling.top_p)
             out.append(tok)
             if engine.is_eog(tok):
                 continue
@@ -151,6 +155,10 @@ class FastSearch:
         self.sampling = sampling
         self.stop = stop
         self.rng = np.random.default_rng(sampling.seed)
+        # The openings beyond the first draw from a stream of their own: the answer then draws from ``rng``
+        # exactly as vanilla decoding does, so with the same seed an answer the judge never objects to is
+        # vanilla's answer, token for token, and the search changes only what it judged.
+        self.side_rng = np.random.default_rng(np.random.SeedSequence(sampling.seed).spawn(1)[0])
         self.stopper = Stopper(stop, engine.detokenize, engine.is_eog)
         self.held: list[list[int]] = []  # clauses accepted with a lukewarm score, not shown yet
         self.cache: dict[str, float] = {}
@@ -201,7 +209,8 @@ class FastSearch:
         opening), the best where it accepts none."""
         s = self.settings
         drafts = draft_clauses(self.engine, self.prompt, [], self.sampling, self.stop, s.rollout_delimiters,
-                               max(s.first_draft_tokens, 1), self.rng, s.opening_drafts, should_stop, 1)
+                               max(s.first_draft_tokens, 1), self.rng, s.opening_drafts, should_stop, 1,
+                               side_rng=self.side_rng)
         best, best_score, best_detail = [], -2.0, {}
         for d in drafts:
             if not d:
