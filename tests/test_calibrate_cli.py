@@ -41,3 +41,33 @@ def test_calibrate_refuses_an_inference_server_in_one_line(tmp_path):
     r = run_cli(["calibrate", "--engine", "http://127.0.0.1:9"], env_home=tmp_path / "home")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "hidden states" in r.stderr
+
+
+@pytest.mark.slow
+def test_replies_labelled_by_reading_are_trained_on_and_measured_apart_from_peoples(model_path, tmp_path):
+    import csv
+
+    from rainlocal.latent.calibrate import limited
+    from rainlocal.latent.data import own_labels_path, xstest_prompts
+
+    other = own_labels_path("cf6ed2441853b795c408")  # qwen2.5-coder-0.5b's replies, read (not SmolLM2's)
+    ids = {p.id for p in limited(xstest_prompts(), 20)}
+    rows = [r for r in csv.DictReader(open(other, encoding="utf-8")) if r["prompt_id"] in ids]
+    plain = run_cli(["calibrate", "-m", str(model_path), "--limit", "20", "-o", str(tmp_path / "a.npz"), "--json"],
+                    env_home=tmp_path / "home", timeout=900)
+    more = run_cli(["calibrate", "-m", str(model_path), "--limit", "20", "-o", str(tmp_path / "b.npz"), "--json",
+                    "--labelled-replies", str(other)], env_home=tmp_path / "home", timeout=900)
+    assert plain.returncode == 0 and more.returncode == 0, (plain.stderr, more.stderr)
+    a, b = json.loads(plain.stdout)["metrics"], json.loads(more.stdout)["metrics"]
+    assert "product_read" not in a and b["product_read"]["n"] == len(rows) > 0
+    assert b["fit"]["labelled_replies"] == {"files": [other.name], "replies": len(rows)}
+    assert b["product_people"]["n"] == a["product_people"]["n"]  # people's rows are measured as before
+    assert b["comply"]["n"] == a["comply"]["n"] + len(rows)  # ... and the read replies were trained on
+
+
+def test_a_labelled_replies_file_that_is_not_one_is_refused_in_one_line_before_the_model_loads(model_path, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt_id,reply,complied\nxs-001,Sure.,maybe\n", encoding="utf-8")
+    r = run_cli(["calibrate", "-m", str(model_path), "--labelled-replies", str(bad)], env_home=tmp_path / "home")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "bad.csv: row 2" in r.stderr and "Traceback" not in r.stderr

@@ -6,6 +6,7 @@ time a model without probes answers with the latent judge in a terminal.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def _table(probes) -> list[tuple[str, str, Any, Any, Any]]:
         ("product", "  against refusals", "product_people_vs_refusals"),
         ("product", "P(unsafe) x P(complies), own replies", "product_own"),
         ("product", "  against benign compliance", "product_own_vs_benign_compliance"),
+        ("product", "P(unsafe) x P(complies), --labelled-replies", "product_read"),
+        ("product", "  against benign compliance", "product_read_vs_benign_compliance"),
     ]
     out = []
     for name, what, key in rows:
@@ -64,7 +67,7 @@ def print_report(probes, path: Path, *, as_json: bool = False) -> None:
 
 def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, output: Path | None = None,
                     show: bool = True, limit: int | None = None, dialogues: int | None = None,
-                    budget_s: float | None = None):
+                    budget_s: float | None = None, labelled: tuple[Path, ...] = ()):
     """Calibrate with a progress bar on stderr (when it is a terminal). With ``budget_s``, a fit whose pace
     projects it past that many seconds stops with ``first_fit.FitTooSlow`` (nothing is written)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -77,7 +80,7 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
     def prompt_tokens(messages: list[dict]) -> list[int]:
         return gen.prompt(messages)[0]
 
-    total = units(Plan.named(quick, dialogues), engine.n_layer, limit)
+    total = units(Plan.named(quick, dialogues), engine.n_layer, limit, labelled)
     bar = Progress(TextColumn("fitting probes"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=stderr,
                    disable=not (show and stderr.is_terminal), transient=True)
@@ -95,7 +98,21 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
     with bar:
         task = bar.add_task("fit", total=total)
         return calibrate(engine, prompt_tokens, quick=quick, dialogues=dialogues, own_labels=own_labels,
-                         output=output, limit=limit, progress=progress)
+                         output=output, limit=limit, progress=progress, labelled=labelled)
+
+
+def _check_labelled(paths) -> None:
+    """Every ``--labelled-replies`` file is read before the model loads: a wrong one is one line, at once."""
+    from rainlocal.errors import UsageError
+    from rainlocal.latent import data
+
+    unsafe = {p.id: p.unsafe for p in data.xstest_prompts()}
+    for path in paths:
+        try:
+            data.labelled_replies(path, unsafe)
+        except (ValueError, UnicodeDecodeError, csv.Error) as e:
+            raise UsageError(str(e) if isinstance(e, ValueError) and str(path) in str(e)
+                             else f"{path}: not a CSV of prompt_id,reply,complied ({e})") from None
 
 
 @click.command("calibrate")
@@ -104,6 +121,11 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 @click.option("--own-labels", "own_labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV (prompt_id,reply,complied) of the model's own replies labelled by reading; default: the model "
                    "writes them now and the refusal-string rule labels them.")
+@click.option("--labelled-replies", "labelled", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV (prompt_id,reply,complied) of another model's replies to the XSTest dev prompts, labelled "
+                   "by reading: trained on beside people's and measured apart (repeatable). E.g. fit an evaluation "
+                   "judge with the answering model's own replies.")
 @click.option("--dialogues", "dialogues", type=click.IntRange(0, None), default=None,
               help="Labelled HH conversations to read (of 500; default 64, with --full all): they teach the "
                    "request probe multi-turn requests, and each costs a decode of the whole conversation.")
@@ -120,6 +142,7 @@ def command(opts: dict[str, Any]) -> None:
     from rainlocal.latent.probes import find_probes, probe_path
 
     ms, _gen, _system = resolve_settings(opts)
+    _check_labelled(opts["labelled"])
     if ms.engine_urls:
         raise UsageError("calibrate reads hidden states, which only the in-process engine gives (drop --engine)")
     engine = load_engine(ms)
@@ -135,7 +158,8 @@ def command(opts: dict[str, Any]) -> None:
                 return
         try:
             probes, path = run_calibration(engine, quick=not opts["full"], own_labels=opts["own_labels"],
-                                           output=opts["output"], limit=opts["limit"], dialogues=opts["dialogues"])
+                                           output=opts["output"], limit=opts["limit"], dialogues=opts["dialogues"],
+                                           labelled=tuple(opts["labelled"]))
         except KeyboardInterrupt:
             from rainlocal.errors import Interrupted
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from rainlocal.latent import data
 from rainlocal.latent.data import Reply
@@ -101,26 +101,33 @@ def _dialogues(plan: Plan, limit: int | None) -> list:
     return limited(rows, n) if n else []
 
 
-def units(plan: Plan, n_layer: int, limit: int | None = None) -> int:
+def units(plan: Plan, n_layer: int, limit: int | None = None, labelled: Sequence[Path] = ()) -> int:
     """The plan's work in progress units (``fit.UNIT_COST``: conversations, extra prompts and replies read,
-    own replies written, cross-validated fits, each at what it costs)."""
+    own replies written, cross-validated fits, each at what it costs); ``labelled``: replies of other
+    models read beside them."""
     prompts = limited(data.xstest_prompts(), limit)
     ids = {p.id for p in prompts}
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
+    people += sum(len(data.labelled_replies(path, {p.id: p.unsafe for p in prompts})) for path in labelled)
     c = UNIT_COST
-    return (c["extra"] * len(_extras(plan.extra)) + c["dialogue"] * len(_dialogues(plan, limit)) + c["reply"] * people
+    return (c["extra"] * len(_extras(plan.extra)) + c["dialogue"] * len(_dialogues(plan, limit))
+            + c["reply"] * people
             + c["own"] * len(plan.own_prompts(prompts)) + c["fit"] * len(plan.layers(n_layer)) * len(PENALTIES))
 
 
 def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick: bool = True,
               dialogues: int | None = None,
               own_labels: Path | None = None, progress: Callable[[int], None] | None = None,
-              output: Path | None = None, limit: int | None = None) -> tuple[ProbeSet, Path]:
+              output: Path | None = None, limit: int | None = None,
+              labelled: Sequence[Path] = ()) -> tuple[ProbeSet, Path]:
     """Fit and save ``engine``'s probes; returns them and the file written.
 
     ``own_labels``: a CSV of the model's own replies labelled by reading (``prompt_id,reply,complied``);
     without it the model writes its replies now and the refusal-string rule labels them. ``limit``: only
-    that many XSTest prompts (every k-th, so every prompt type stays), for a quick try."""
+    that many XSTest prompts (every k-th, so every prompt type stays), for a quick try. ``labelled``: CSVs
+    of other models' replies labelled by reading (``data.labelled_replies``), trained on beside people's
+    and measured apart (the ``read`` rows): the evaluation judge fitted with the answering model's own
+    replies sees its style, cross-fitted by prompt like everything else."""
     from rainlocal.gguf_info import content_fingerprint
 
     plan = Plan.named(quick, dialogues)
@@ -130,17 +137,21 @@ def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick
     prompts = limited(data.xstest_prompts(), limit)
     unsafe = {p.id: p.unsafe for p in prompts}
     replies = [r for r in _people_replies(plan.people_per_prompt) if r.prompt_id in unsafe]
-    labelled = data.read_own_labels(own_labels) if (plan.own and own_labels) else []
-    if labelled:
+    read = [r for path in labelled for r in data.labelled_replies(path, unsafe)]
+    own_read = data.read_own_labels(own_labels) if (plan.own and own_labels) else []
+    if own_read:
         replies += [Reply(r["prompt_id"], r["reply"], r["complied"].strip() == "1", unsafe[r["prompt_id"]], "own")
-                    for r in labelled if r["prompt_id"] in unsafe]
+                    for r in own_read if r["prompt_id"] in unsafe]
+    replies += read
     dialogues = _dialogues(plan, limit)
     tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies, plan.layers(engine.n_layer),
-                         progress, write_own=[] if labelled else plan.own_prompts(prompts),
+                         progress, write_own=[] if own_read else plan.own_prompts(prompts),
                          own_tokens=plan.own_tokens, dialogues=dialogues)
     best = choose(tables, progress=progress)
     probes = fit_final(tables, best, engine.path.name, fp)
-    probes.metrics["fit"]["own_labels"] = "read" if (plan.own and labelled) else "refusal-string rule"
+    probes.metrics["fit"]["own_labels"] = "read" if (plan.own and own_read) else "refusal-string rule"
+    if read:
+        probes.metrics["fit"]["labelled_replies"] = {"files": [Path(p).name for p in labelled], "replies": len(read)}
     probes.metrics["fit"]["plan"] = "quick" if quick else "full"
     probes.metrics["fit"]["dialogues"] = len(dialogues)
     path = output if output is not None else probe_path(fp)

@@ -116,6 +116,23 @@ def own_labels_path(fingerprint: str) -> Path:
     return DATA / "own_labels" / f"{fingerprint}.csv"
 
 
+def labelled_replies(path: Path, unsafe: dict[str, bool], source: str = "read") -> list[Reply]:
+    """Another model's replies to the XSTest dev prompts, labelled by reading (``prompt_id,reply,complied``),
+    as ``Reply`` rows of ``source``; replies to prompts outside ``unsafe`` (e.g. a ``--limit``) are left
+    out. A file that is not such a CSV raises ``ValueError`` saying which row is wrong."""
+    known = {p.id for p in xstest_prompts()}
+    out = []
+    for i, r in enumerate(read_own_labels(path), start=2):
+        pid, text, c = r.get("prompt_id"), r.get("reply"), (r.get("complied") or "").strip()
+        if pid is None or text is None or c not in ("0", "1") or pid not in known:
+            raise ValueError(f"{path}: row {i} is not prompt_id,reply,complied (an XSTest dev prompt id, 0 or 1)")
+        if pid in unsafe:
+            out.append(Reply(pid, text, c == "1", unsafe[pid], source))
+    if not out and not unsafe.keys().isdisjoint(known):
+        raise ValueError(f"{path}: no labelled replies (a header prompt_id,reply,complied and one row per reply)")
+    return out
+
+
 def read_own_labels(path: Path) -> list[dict[str, str]]:
     """Rows ``prompt_id, reply, complied`` (``1``/``0``) of a reading-labelled file; [] if there is none."""
     if not path.is_file():

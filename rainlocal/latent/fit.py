@@ -217,11 +217,12 @@ def measure(t: Tables, r: CVResult) -> dict:
     pu = np.array([r.p_unsafe[pi[x.prompt_id]] for x in t.replies])
     product = pu * r.p_comply
     own = np.array([x.source == "own" for x in t.replies])
+    read = np.array([x.source == "read" for x in t.replies])  # other models' replies labelled by reading
     harmful = np.array([x.harmful for x in t.replies])
     complied = np.array([x.complied for x in t.replies])
     benign_c = complied & ~np.array([x.unsafe for x in t.replies])
     refused = ~complied
-    for name, mask in (("people", ~own), ("own", own)):
+    for name, mask in (("people", ~own & ~read), ("own", own), ("read", read)):
         if not mask.any():
             continue
         out[f"comply_{name}"] = _ak(r.p_comply, complied, mask)
@@ -274,7 +275,7 @@ def fit_final(t: Tables, cv: CVResult, model: str, fingerprint: str) -> ProbeSet
                                 np.array([bool(r.refused) for r in t.replies], dtype=float), three))
     metrics = dict(cv.metrics)
     metrics["fit"] = {"layer": t.layers[li], "c": c, "threshold": THRESHOLD, "folds": "grouped by prompt",
-                      "replies_people": int(sum(r.source != "own" for r in t.replies)),
+                      "replies_people": int(sum(r.source not in ("own", "read") for r in t.replies)),
                       "replies_own": int(sum(r.source == "own" for r in t.replies))}
     return ProbeSet(model=model, fingerprint=fingerprint, layer=t.layers[li], probes=probes, metrics=metrics,
                     folds=cv.folds, fold_ids=cv.fold_ids)
