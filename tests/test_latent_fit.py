@@ -200,3 +200,27 @@ def test_the_quick_plan_tries_a_subset_of_the_full_plans_layers_no_deeper_than_s
         quick, full = Plan.named(True).layers(n_layer), Plan.named(False).layers(n_layer)
         assert set(quick) < set(full)
         assert max(quick) <= round(0.6 * n_layer)
+
+
+def test_replies_labelled_by_reading_are_read_for_the_chosen_prompts_or_refused_saying_which_row(tmp_path):
+    import pytest
+
+    from rainlocal.latent.data import labelled_replies, xstest_prompts
+
+    prompts = xstest_prompts()
+    first, second = prompts[0], prompts[1]
+    good = tmp_path / "good.csv"
+    good.write_text(f"prompt_id,reply,complied\n{first.id},Sure.,1\n{second.id},No.,0\n", encoding="utf-8")
+    rows = labelled_replies(good, {first.id: first.unsafe})  # only the chosen prompts' replies
+    assert [(r.prompt_id, r.complied, r.unsafe, r.source) for r in rows] == [(first.id, True, first.unsafe, "read")]
+    for name, body, says in (("label.csv", f"prompt_id,reply,complied\n{first.id},Sure.,yes\n", "row 2"),
+                             ("id.csv", "prompt_id,reply,complied\nxs-nope,Sure.,1\n", "row 2"),
+                             ("empty.csv", "prompt_id,reply,complied\n", "no labelled replies")):
+        bad = tmp_path / name
+        bad.write_text(body, encoding="utf-8")
+        with pytest.raises(ValueError, match=says):
+            labelled_replies(bad, {first.id: first.unsafe})
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(ValueError, match="not a UTF-8 CSV"):
+        labelled_replies(binary, {})

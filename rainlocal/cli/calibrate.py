@@ -6,7 +6,6 @@ time a model without probes answers with the latent judge in a terminal.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -110,9 +109,8 @@ def _check_labelled(paths) -> None:
     for path in paths:
         try:
             data.labelled_replies(path, unsafe)
-        except (ValueError, UnicodeDecodeError, csv.Error) as e:
-            raise UsageError(str(e) if isinstance(e, ValueError) and str(path) in str(e)
-                             else f"{path}: not a CSV of prompt_id,reply,complied ({e})") from None
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 @click.command("calibrate")

@@ -121,15 +121,19 @@ def labelled_replies(path: Path, unsafe: dict[str, bool], source: str = "read") 
     as ``Reply`` rows of ``source``; replies to prompts outside ``unsafe`` (e.g. a ``--limit``) are left
     out. A file that is not such a CSV raises ``ValueError`` saying which row is wrong."""
     known = {p.id for p in xstest_prompts()}
+    try:
+        rows = read_own_labels(path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a UTF-8 CSV of prompt_id,reply,complied ({e})") from None
+    if not rows:
+        raise ValueError(f"{path}: no labelled replies (a header prompt_id,reply,complied and one row per reply)")
     out = []
-    for i, r in enumerate(read_own_labels(path), start=2):
+    for i, r in enumerate(rows, start=2):
         pid, text, c = r.get("prompt_id"), r.get("reply"), (r.get("complied") or "").strip()
         if pid is None or text is None or c not in ("0", "1") or pid not in known:
             raise ValueError(f"{path}: row {i} is not prompt_id,reply,complied (an XSTest dev prompt id, 0 or 1)")
         if pid in unsafe:
             out.append(Reply(pid, text, c == "1", unsafe[pid], source))
-    if not out and not unsafe.keys().isdisjoint(known):
-        raise ValueError(f"{path}: no labelled replies (a header prompt_id,reply,complied and one row per reply)")
     return out
 
 
