@@ -65,9 +65,10 @@ def test_replies_labelled_by_reading_are_trained_on_and_measured_apart_from_peop
     assert b["comply"]["n"] == a["comply"]["n"] + len(rows)  # ... and the read replies were trained on
 
 
-def test_a_labelled_replies_file_that_is_not_one_is_refused_in_one_line_before_the_model_loads(model_path, tmp_path):
+def test_a_labels_file_that_is_not_one_is_refused_in_one_line_before_the_model_loads(model_path, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt_id,reply,complied\nxs-001,Sure.,maybe\n", encoding="utf-8")
-    r = run_cli(["calibrate", "-m", str(model_path), "--labelled-replies", str(bad)], env_home=tmp_path / "home")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
-    assert "bad.csv: row 2" in r.stderr and "Traceback" not in r.stderr
+    for option in ("--labelled-replies", "--own-labels"):
+        r = run_cli(["calibrate", "-m", str(model_path), option, str(bad)], env_home=tmp_path / "home")
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, option
+        assert "bad.csv: row 2" in r.stderr and "Traceback" not in r.stderr, option

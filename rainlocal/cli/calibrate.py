@@ -101,7 +101,8 @@ def run_calibration(engine, *, quick: bool, own_labels: Path | None = None, outp
 
 
 def _check_labelled(paths) -> None:
-    """Every ``--labelled-replies`` file is read before the model loads: a wrong one is one line, at once."""
+    """Every reading-labelled file (``--own-labels``, ``--labelled-replies``) is read before the model loads:
+    a wrong one is one line, at once."""
     from rainlocal.errors import UsageError
     from rainlocal.latent import data
 
@@ -140,7 +141,7 @@ def command(opts: dict[str, Any]) -> None:
     from rainlocal.latent.probes import find_probes, probe_path
 
     ms, _gen, _system = resolve_settings(opts)
-    _check_labelled(opts["labelled"])
+    _check_labelled([*([opts["own_labels"]] if opts["own_labels"] else []), *opts["labelled"]])
     if ms.engine_urls:
         raise UsageError("calibrate reads hidden states, which only the in-process engine gives (drop --engine)")
     engine = load_engine(ms)

@@ -138,11 +138,8 @@ def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick
     unsafe = {p.id: p.unsafe for p in prompts}
     replies = [r for r in _people_replies(plan.people_per_prompt) if r.prompt_id in unsafe]
     read = [r for path in labelled for r in data.labelled_replies(path, unsafe)]
-    own_read = data.read_own_labels(own_labels) if (plan.own and own_labels) else []
-    if own_read:
-        replies += [Reply(r["prompt_id"], r["reply"], r["complied"].strip() == "1", unsafe[r["prompt_id"]], "own")
-                    for r in own_read if r["prompt_id"] in unsafe]
-    replies += read
+    own_read = data.labelled_replies(own_labels, unsafe, "own") if (plan.own and own_labels) else []
+    replies += own_read + read
     dialogues = _dialogues(plan, limit)
     tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies, plan.layers(engine.n_layer),
                          progress, write_own=[] if own_read else plan.own_prompts(prompts),

@@ -117,8 +117,8 @@ def own_labels_path(fingerprint: str) -> Path:
 
 
 def labelled_replies(path: Path, unsafe: dict[str, bool], source: str = "read") -> list[Reply]:
-    """Another model's replies to the XSTest dev prompts, labelled by reading (``prompt_id,reply,complied``),
-    as ``Reply`` rows of ``source``; replies to prompts outside ``unsafe`` (e.g. a ``--limit``) are left
+    """A model's replies to the XSTest dev prompts, labelled by reading (``prompt_id,reply,complied``), as
+    ``Reply`` rows of ``source`` (``"own"`` for the model being fitted, ``"read"`` for another's); replies to prompts outside ``unsafe`` (e.g. a ``--limit``) are left
     out. A file that is not such a CSV raises ``ValueError`` saying which row is wrong."""
     known = {p.id for p in xstest_prompts()}
     try:
