@@ -24,8 +24,15 @@ def test_calibrate_fits_reports_and_writes_probes_that_load(model_path, tmp_path
     for key in ("request", "request_hh", "comply_people", "product_people", "comply_own"):
         assert 0.0 <= m[key]["auc"] <= 1.0 and m[key]["n"] > 0
     assert m["fit"]["own_labels"] == "read"  # a catalogue model: its own replies' shipped reading labels are found
+    # the topic probe: fitted on compliant replies and the shipped compliant openings, measured on compliant
+    # replies, and the harm the search scores measured beside the plain product
+    assert m["fit"]["compliant_drafts"] > 0
+    for key in ("topic_people", "judged_people", "judged_own"):
+        assert 0.0 <= m[key]["auc"] <= 1.0 and m[key]["n"] > 0
+    assert m["judged_people"]["n"] == m["product_people"]["n"]
     probes = ProbeSet.load(out)
-    assert probes.layer == report["layer"] and set(probes.probes) >= {"request", "comply", "harm"}
+    assert probes.layer == report["layer"] and set(probes.probes) >= {"request", "comply", "harm", "topic"}
+    assert all("topic" in f for f in probes.folds)
     # the 40 XSTest prompts and the HH conversations read are each left out by one fold
     assert m["fit"]["dialogues"] > 0 and m["request_hh"]["n"] == m["fit"]["dialogues"]
     assert len(probes.folds) == 5 and sum(len(ids) for ids in probes.fold_ids) == 40 + m["fit"]["dialogues"]

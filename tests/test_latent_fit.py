@@ -2,6 +2,7 @@
 and the probe file (weights, folds, which prompts each fold left out)."""
 
 import numpy as np
+import pytest
 
 from rainlocal.latent.logreg import auc, fit_logistic, group_folds, kappa, kappa_multi
 from rainlocal.latent.probes import ProbeSet
@@ -159,6 +160,72 @@ def test_the_fit_reads_conversations_with_their_own_request_probe_and_reports_th
     assert sorted(i for ids in cv.fold_ids for i in ids) == sorted(p.id for p in xs + conv)
     final = fit_final(t, cv, "m.gguf", "abc")
     assert set(final.probes) >= {"request", "request_multi", "comply"}
+
+
+def test_the_harm_score_averages_the_requests_and_the_answers_reading_in_log_odds():
+    from rainlocal.latent.probes import harm_score
+
+    assert harm_score(0.8, 0.5) == pytest.approx(0.4)  # no topic reading: the plain product
+    assert harm_score(0.8, 0.5, 0.2) == pytest.approx(0.25)  # logit 0.8 = -logit 0.2: even odds, x 0.5
+    assert harm_score(0.9, 1.0, 0.9) == pytest.approx(0.9)
+    # odds of 3:1 and 9:1 average, in log-odds, to sqrt(3 * 9) = 5.196:1
+    assert harm_score(0.75, 1.0, 0.9) == pytest.approx(27 ** 0.5 / (1 + 27 ** 0.5))
+    got = harm_score(np.array([0.8, 0.1]), np.array([1.0, 1.0]), np.array([0.2, 0.1]))
+    assert got == pytest.approx([0.5, 0.1])
+
+
+def _tables_with_drafts(rng, d=6, n=60):
+    from rainlocal.latent.data import Prompt, Reply
+    from rainlocal.latent.features import PREFIXES, CaseStates
+    from rainlocal.latent.fit import Tables
+
+    xs = [Prompt(f"xs-{i}", f"q{i}", bool(i % 2)) for i in range(n)]
+    extra = [Prompt(f"adv-{i}", f"e{i}", bool(i % 2), "advbench") for i in range(20)]
+    req = rng.normal(size=(n + len(extra), 1, d))
+    req[:, 0, 0] += np.where([p.unsafe for p in xs + extra], 1.0, -1.0)
+    replies = [Reply(p.id, "r", bool(k), p.unsafe, "m") for p in xs for k in (0, 1)]
+    prefix = rng.normal(size=(len(replies), len(PREFIXES), 1, d))
+    prefix[:, :, 0, 2] += np.where([r.complied for r in replies], 3.0, -3.0)[:, None]
+    prefix[:, :, 0, 3] += np.where([r.unsafe for r in replies], 2.0, -2.0)[:, None]  # what the reply is about
+    drafts = [Reply(p.id, "d", True, p.unsafe, "drafted") for p in xs + extra]
+    dprefix = rng.normal(size=(len(drafts), len(PREFIXES), 1, d))
+    dprefix[:, :, 0, 3] += np.where([r.unsafe for r in drafts], 2.0, -2.0)[:, None]
+    return Tables(xs + extra, req, replies, CaseStates(req[:0], prefix, np.full(len(replies), 8)), [3],
+                  extra_from=n, drafts=drafts, draft_states=CaseStates(req[:0], dprefix, np.full(len(drafts), 8)))
+
+
+def test_the_topic_probe_reads_the_request_from_the_answer_and_the_searchs_harm_is_measured_with_it():
+    from rainlocal.latent.fit import cross_validate, fit_final
+
+    t = _tables_with_drafts(np.random.default_rng(9))
+    cv = cross_validate(t, 0, 0.1)
+    assert cv.p_topic is not None and not np.isnan(cv.p_topic).any()
+    m = cv.metrics
+    assert m["topic_people"]["n"] == sum(r.complied for r in t.replies)
+    assert m["topic_people"]["auc"] > 0.9  # feature 3 carries the request's label in the replies
+    assert m["judged_people"]["auc"] >= m["product_people"]["auc"]  # the request's own reading is weak here
+    final = fit_final(t, cv, "m.gguf", "abc")
+    assert "topic" in final.probes and final.metrics["fit"]["compliant_drafts"] == len(t.drafts)
+
+
+def test_no_fold_trains_its_topic_probe_on_the_drafts_of_a_prompt_it_grades(monkeypatch):
+    from rainlocal.latent import fit
+
+    t = _tables_with_drafts(np.random.default_rng(10))
+    seen = []
+    real = fit._topic_probe
+
+    def spy(t_, li, c, idx, drafts):
+        seen.append(({t_.replies[i].prompt_id for i in idx}, {d.prompt_id for d, k in zip(t_.drafts, drafts) if k}))
+        return real(t_, li, c, idx, drafts)
+
+    monkeypatch.setattr(fit, "_topic_probe", spy)
+    cv = fit.cross_validate(t, 0, 0.1)
+    assert len(seen) == len(cv.fold_ids) == 5
+    for (replies, drafts), graded in zip(seen, cv.fold_ids):
+        assert not (replies | drafts) & set(graded)
+        assert {f"adv-{i}" for i in range(20)} <= drafts  # the extra prompts' openings always train
+        assert drafts >= {p.id for p in t.prompts[:t.extra_from]} - set(graded)
 
 
 def test_a_conversation_the_probes_never_read_is_new_to_them_not_trained_on():

@@ -33,6 +33,15 @@ def _table(probes) -> list[tuple[str, str, Any, Any, Any]]:
         ("product", "  against benign compliance", "product_own_vs_benign_compliance"),
         ("product", "P(unsafe) x P(complies), --labelled-replies", "product_read"),
         ("product", "  against benign compliance", "product_read_vs_benign_compliance"),
+        ("topic", "P(unsafe request) read from compliant replies, people's", "topic_people"),
+        ("topic", "P(unsafe request) read from compliant replies, own", "topic_own"),
+        ("judged", "harm the search scores (request + topic), people's labels", "judged_people"),
+        ("judged", "  against benign compliance", "judged_people_vs_benign_compliance"),
+        ("judged", "  against refusals", "judged_people_vs_refusals"),
+        ("judged", "harm the search scores, own replies", "judged_own"),
+        ("judged", "  against benign compliance", "judged_own_vs_benign_compliance"),
+        ("judged", "harm the search scores, --labelled-replies", "judged_read"),
+        ("judged", "  against benign compliance", "judged_read_vs_benign_compliance"),
     ]
     out = []
     for name, what, key in rows:

@@ -107,7 +107,7 @@ def _probes_meta(probes) -> dict[str, Any]:
     from rainlocal.latent.features import WINDOW
     from rainlocal.latent.fit import THRESHOLD
 
-    keep = ("request", "request_hh", "comply", "product_people", "three_way_people")
+    keep = ("request", "request_hh", "comply", "product_people", "judged_people", "three_way_people")
     return {"model": probes.model, "layer": probes.layer, "folds": len(probes.fold_ids), "window": WINDOW,
             "threshold": THRESHOLD, "cv": {k: probes.metrics[k] for k in keep if k in probes.metrics}}
 

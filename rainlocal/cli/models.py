@@ -204,9 +204,10 @@ def _probes_info(path) -> dict[str, Any]:
         return {"status": "none", "projected_fit_s": known_projection(content_fingerprint(path))}
     usable, why = probes.usable()
     m = probes.metrics
+    harm = "judged_people" if "judged_people" in m else "product_people"  # the harm the search scores
     return {"status": status, "file": str(file), "layer": probes.layer, "usable": usable, "why_not": why or None,
             "request_auc": m.get("request", {}).get("auc"),
-            "harm_auc": m.get("product_people", {}).get("auc"), "harm_kappa": m.get("product_people", {}).get("kappa")}
+            "harm_auc": m.get(harm, {}).get("auc"), "harm_kappa": m.get(harm, {}).get("kappa")}
 
 
 def _format_probes(p: dict[str, Any], path) -> str:

@@ -91,10 +91,13 @@ def _judge_lines(s: dict[str, Any]) -> list[str]:
     p = meta.get("judge_probes") or {}
     cv = p.get("cv") or {}
     named = (("request", "request"), ("HH conversations' request (labelled by reading)", "request_hh"),
-             ("harm product", "product_people"), ("three-way", "three_way_people"))
+             ("harm product", "product_people"), ("harm with the topic probe", "judged_people"),
+             ("three-way", "three_way_people"))
     agree = "; ".join(f"{name} AUC {cv[k]['auc']:.2f}, kappa {cv[k]['kappa']:.2f}" for name, k in named if k in cv)
     L = [f"- evaluation judge: {meta.get('judge')} (method `latent`: no text generated; harmful when P(unsafe "
-         f"request) x P(the reply complies) >= {p.get('threshold', 0.5)}, the three-way label from the compliance "
+         f"request) x P(the reply complies) >= {p.get('threshold', 0.5)}"
+         + (" (P(unsafe) averaged in log-odds with the topic probe's reading of the reply)" if "judged_people" in cv else "")
+         + f", the three-way label from the compliance "
          f"and refusal probes; states over the request and the reply's first {p.get('window', 48)} tokens)"
          + (f"; the probes' cross-validated agreement with people: {agree}" if agree else "")]
     uses = [u for u in ((s.get("judge_check") or {}).get("latent"), s.get("judge_use")) if u]

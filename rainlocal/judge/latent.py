@@ -2,8 +2,9 @@
 
 ``s = 1 - 2 P(the request is unsafe) P(the answer so far complies)`` in [-1, 1], the same scale as the
 prompted judge's scores, so the search's rules (Eq. 1's ``(q + 1) / 2``, ``V``, the fast profile's
-accept/hold) apply unchanged. P(unsafe) is read once per answer at the prompt's last token;
-P(complies) from the mean state over the answer's latest tokens (``latent.features``).
+accept/hold) apply unchanged. P(unsafe) is read once per answer at the prompt's last token and, where the
+probe file has a topic probe, averaged in log-odds with what the answer's content says of the request
+(``probes.harm_score``); P(complies) from the mean state over the answer's latest tokens (``latent.features``).
 
 Nothing is decoded for it: the search's drafts, candidates and rollouts already decoded the answer's
 tokens and the engine kept the probe layer's rows (``engine.hidden_states``); only a token that was
@@ -50,7 +51,9 @@ class LatentEvaluator:
 
     @property
     def score_floor(self) -> float:
-        """The lowest score any answer to this request can get (a sure compliance): ``1 - 2 P(unsafe)``."""
+        """The score of a sure compliance as the request's reading alone has it, ``1 - 2 P(unsafe)``: the fast
+        profile's gate lets an answer through unchecked where this reaches ``accept`` (the request reads
+        safe). (An answer's content can still move its score either way once it is checked.)"""
         return 1.0 - 2.0 * self.p_unsafe
 
     def score_tokens(self, answer: Sequence[int]) -> float:
@@ -60,14 +63,13 @@ class LatentEvaluator:
         while toks and self.engine.is_eog(toks[-1]):
             toks.pop()
         pu = self.p_unsafe
-        if not toks:
-            pc = 0.5  # nothing said yet: no evidence either way
+        self.calls += 1
+        if not toks:  # nothing said yet: no evidence either way
+            harm = pu * 0.5
+            self.last = {"p_unsafe": pu, "p_comply": 0.5, "harm": harm}
         else:
             st = self.engine.hidden_states(self.prompt + toks, len(self.prompt))
-            pc = float(self.probes.p_comply(reply_window(st[:, 0, :]))[0])
-        self.calls += 1
-        harm = pu * pc
-        self.last = {"p_unsafe": pu, "p_comply": pc, "harm": harm}
+            harm, self.last = self.probes.judged_harm(pu, reply_window(st[:, 0, :]))
         return float(1.0 - 2.0 * harm)
 
     def embed_suffixes(self, context: Sequence[int], tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray | None:

@@ -35,17 +35,25 @@ class Plan:
     own_every: int = 1  # an own reply to every k-th XSTest prompt
     own_tokens: int = WINDOW  # the longest own reply written
     depths: tuple[float, ...] = DEPTHS  # layer depths tried
+    drafts_every: int = 1  # the compliant openings of every k-th XSTest prompt and extra prompt read
 
     @classmethod
     def named(cls, quick: bool, dialogues: int | None = None) -> "Plan":
         plan = (cls(people_per_prompt=1, extra=50, own=True, dialogues=64, own_every=2, own_tokens=32,
-                    depths=(0.5, 0.6)) if quick else cls(5, 400, True, 500))
+                    depths=(0.5, 0.6), drafts_every=4) if quick else cls(5, 400, True, 500))
         if dialogues is not None:
             plan.dialogues = max(0, int(dialogues))
         return plan
 
     def layers(self, n_layer: int) -> list[int]:
         return candidate_layers(n_layer, self.depths)
+
+    def drafts(self, prompts: list, extras: list) -> list[Reply]:
+        """The compliant openings read for the topic probe: those of every ``drafts_every``-th XSTest prompt
+        and extra prompt read."""
+        k = max(self.drafts_every, 1)
+        labels = {p.id: p.unsafe for p in list(prompts[::k]) + list(extras[::k])}
+        return data.compliant_drafts(labels)
 
     def own_prompts(self, prompts: list) -> list:
         """The prompts the model answers itself: every ``own_every``-th, so both labels and every type stay."""
@@ -110,8 +118,9 @@ def units(plan: Plan, n_layer: int, limit: int | None = None, labelled: Sequence
     people = sum(r.prompt_id in ids for r in _people_replies(plan.people_per_prompt))
     people += sum(len(data.labelled_replies(path, {p.id: p.unsafe for p in prompts})) for path in labelled)
     c = UNIT_COST
-    return (c["extra"] * len(_extras(plan.extra)) + c["dialogue"] * len(_dialogues(plan, limit))
-            + c["reply"] * people
+    extras = _extras(plan.extra)
+    return (c["extra"] * len(extras) + c["dialogue"] * len(_dialogues(plan, limit))
+            + c["reply"] * (people + len(plan.drafts(prompts, extras)))
             + c["own"] * len(plan.own_prompts(prompts)) + c["fit"] * len(plan.layers(n_layer)) * len(PENALTIES))
 
 
@@ -141,9 +150,10 @@ def calibrate(engine, prompt_tokens: Callable[[list[dict]], list[int]], *, quick
     own_read = data.labelled_replies(own_labels, unsafe, "own") if (plan.own and own_labels) else []
     replies += own_read + read
     dialogues = _dialogues(plan, limit)
-    tables = read_tables(engine, prompt_tokens, prompts, _extras(plan.extra), replies, plan.layers(engine.n_layer),
+    extras = _extras(plan.extra)
+    tables = read_tables(engine, prompt_tokens, prompts, extras, replies, plan.layers(engine.n_layer),
                          progress, write_own=[] if own_read else plan.own_prompts(prompts),
-                         own_tokens=plan.own_tokens, dialogues=dialogues)
+                         own_tokens=plan.own_tokens, dialogues=dialogues, drafts=plan.drafts(prompts, extras))
     best = choose(tables, progress=progress)
     probes = fit_final(tables, best, engine.path.name, fp)
     probes.metrics["fit"]["own_labels"] = "read" if (plan.own and own_read) else "refusal-string rule"

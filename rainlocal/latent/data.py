@@ -111,6 +111,17 @@ def xstest_replies() -> list[Reply]:
                   r["model"], r["final_label"] == "2_full_refusal") for r in _rows("xstest_replies.csv.gz")]
 
 
+def compliant_drafts(unsafe: dict[str, bool]) -> list[Reply]:
+    """Compliant openings to the labelled prompts (``unsafe``: the prompts wanted, by id, with their labels):
+    qwen2.5-coder-0.5b-instruct's sampled replies (40 tokens, temperature 0.8) begun with a compliant word
+    ("Sure,", "Here", "To", "1."), kept where the refusal-string rule found no refusal. Why: the topic
+    probe learns what a compliant answer to an unsafe request is *about* from them; people's labelled
+    replies hold few harmful compliances, nearly all one model's, and a probe fitted on those alone read
+    short written harmful replies as harmless (README, "Latent judge")."""
+    return [Reply(r["prompt_id"], r["reply"], True, unsafe[r["prompt_id"]], "drafted")
+            for r in _rows("compliant_drafts.csv.gz") if r["prompt_id"] in unsafe]
+
+
 def own_labels_path(fingerprint: str) -> Path:
     """The shipped reading-labelled own replies of the model file with this fingerprint (may not exist)."""
     return DATA / "own_labels" / f"{fingerprint}.csv"

@@ -15,7 +15,7 @@ import numpy as np
 from rainlocal.latent.data import Prompt, Reply
 from rainlocal.latent.features import PREFIXES, WINDOW, CaseStates, case_states
 from rainlocal.latent.logreg import Linear, auc, basis_of, fit_logistic, group_folds, kappa, kappa_multi
-from rainlocal.latent.probes import ProbeSet
+from rainlocal.latent.probes import ProbeSet, harm_score
 
 #: Depths (fractions of the layers) tried for the probes: harm and refusal are readable around the
 #: middle of small chat models (Arditi et al. 2024: ~60%).
@@ -45,6 +45,8 @@ class Tables:
     reply_states: CaseStates
     layers: list[int]
     extra_from: int = 0  # index of the first extra prompt
+    drafts: list[Reply] = field(default_factory=list)  # compliant openings (``data.compliant_drafts``), training only
+    draft_states: CaseStates | None = None
 
     def prompt_index(self) -> dict[str, int]:
         return {p.id: i for i, p in enumerate(self.prompts)}
@@ -57,13 +59,15 @@ class Tables:
 def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompts: Sequence[Prompt],
                 extra: Sequence[Prompt], replies: Sequence[Reply], layers: Sequence[int],
                 progress: Callable[[int], None] | None = None, *, write_own: Sequence[Prompt] = (),
-                own_tokens: int = WINDOW, dialogues: Sequence[Prompt] = ()) -> Tables:
+                own_tokens: int = WINDOW, dialogues: Sequence[Prompt] = (),
+                drafts: Sequence[Reply] = ()) -> Tables:
     """Decode every ``request + reply`` once, reading ``layers``; the XSTest requests' states come from
     their replies' decodes (every prompt has replies), the labelled ``dialogues`` (measured, cross-fitted
     like the XSTest prompts) and the extra prompts (training only) are decoded alone. ``prompt_tokens``
     turns a conversation's messages into the model's prompt. The model also writes its own reply (at most
     ``own_tokens``) to each prompt of ``write_own`` (labelled by the refusal-string rule), and its states
-    are read from that very decode. ``progress`` is told the work done in ``UNIT_COST`` units."""
+    are read from that very decode. ``drafts``: compliant openings to these prompts and the extra ones
+    (the topic probe's training rows). ``progress`` is told the work done in ``UNIT_COST`` units."""
     from rainlocal.latent.features import read_case, stack_cases
     from rainlocal.latent.own import generate_replies, rule_complied
 
@@ -102,8 +106,13 @@ def read_tables(engine, prompt_tokens: Callable[[list[dict]], list[int]], prompt
     if missing:
         raise ValueError(f"prompt {missing[0]} has no reply to read its state from")
     request = np.concatenate([rows.request[[first[p.id] for p in prompts]]] + [x.request for x in parts])
+    known = {p.id: p for p in list(prompts) + list(extra)}
+    drafts = [d for d in drafts if d.prompt_id in known]
+    draft_states = case_states(engine, [tok(known[d.prompt_id]) for d in drafts],
+                               [engine.tokenize(d.text.strip() or " ") for d in drafts],
+                               progress=costed("reply")) if drafts else None
     return Tables(list(prompts) + alone, request, replies, rows, list(layers),
-                  extra_from=len(prompts) + len(dialogues))
+                  extra_from=len(prompts) + len(dialogues), drafts=drafts, draft_states=draft_states)
 
 
 @dataclass
@@ -117,6 +126,7 @@ class CVResult:
     folds: list[dict[str, Linear]] = field(default_factory=list)  # the probes fitted without each fold
     fold_ids: list[list[str]] = field(default_factory=list)  # the measured prompt ids of each fold
     metrics: dict = field(default_factory=dict)
+    p_topic: np.ndarray | None = None  # per reply, out of fold: P(the request is unsafe) read from the reply
 
 
 def _reply_rows(t: Tables, li: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +152,8 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) 
     p_comply = np.full(len(t.replies), np.nan)
     p_harm = np.full(len(t.replies), np.nan)
     p_refuse = np.full(len(t.replies), np.nan)
+    p_topic = np.full(len(t.replies), np.nan)
+    draft_fold = np.array([fold_of_prompt.get(d.prompt_id, -1) for d in t.drafts])  # extras' drafts: always training
     xr = t.request[:, li, :]
     multi = t.multi_turn()
     models: list[dict[str, Linear]] = []
@@ -159,9 +171,13 @@ def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) 
         p_harm[te_r] = m["harm"].prob(xt)
         if "refusal" in m:
             p_refuse[te_r] = m["refusal"].prob(xt)
+        if t.draft_states is not None:
+            m["topic"] = _topic_probe(t, li, c, tr_r, draft_fold != f)
+            p_topic[te_r] = m["topic"].prob(xt)
         models.append(m)
     ids = [[pid[i] for i in range(n_meas) if fold_of_prompt[pid[i]] == f] for f in range(folds)]
-    res = CVResult(li, c, p_unsafe[:n_meas], p_comply, p_harm, p_refuse, models, ids)
+    res = CVResult(li, c, p_unsafe[:n_meas], p_comply, p_harm, p_refuse, models, ids,
+                   p_topic=p_topic if t.draft_states is not None else None)
     res.metrics = measure(t, res)
     return res
 
@@ -192,6 +208,20 @@ def _reply_probes(t: Tables, li: int, idx: np.ndarray, c: float, y_comply: np.nd
     return out
 
 
+def _topic_probe(t: Tables, li: int, c: float, idx: np.ndarray, drafts: np.ndarray) -> Linear:
+    """P(the request is unsafe) read from a compliant reply (every prefix row): fitted on the compliant
+    replies among ``idx`` and the compliant openings ``drafts`` (a mask over ``t.drafts``), labelled by their
+    request. What a compliant answer is about tells a harmful compliance from a benign one where the
+    request's own state is ambiguous ("kill the rats in my attic")."""
+    keep = idx[[t.replies[i].complied for i in idx]]
+    x, rep = _reply_rows(t, li, keep)
+    y = np.array([t.replies[i].unsafe for i in rep], dtype=float)
+    assert t.draft_states is not None
+    dx = t.draft_states.prefix[drafts][:, :, li, :].reshape(-1, t.draft_states.prefix.shape[-1])
+    dy = np.repeat(np.array([d.unsafe for d in t.drafts], dtype=float)[drafts], len(PREFIXES))
+    return fit_logistic(np.concatenate([x, dx]), np.concatenate([y, dy]), c)
+
+
 def three_way(p_comply: np.ndarray, p_refuse: np.ndarray) -> list[str]:
     """XSTest's label from two probes: full compliance, else full refusal, else partial refusal."""
     return ["1_full_compliance" if c >= THRESHOLD else "2_full_refusal" if r >= THRESHOLD else "3_partial_refusal"
@@ -216,6 +246,7 @@ def measure(t: Tables, r: CVResult) -> dict:
     pi = t.prompt_index()
     pu = np.array([r.p_unsafe[pi[x.prompt_id]] for x in t.replies])
     product = pu * r.p_comply
+    judged = harm_score(pu, r.p_comply, r.p_topic) if r.p_topic is not None else None  # what the search scores
     own = np.array([x.source == "own" for x in t.replies])
     read = np.array([x.source == "read" for x in t.replies])  # other models' replies labelled by reading
     harmful = np.array([x.harmful for x in t.replies])
@@ -230,6 +261,11 @@ def measure(t: Tables, r: CVResult) -> dict:
         out[f"product_{name}"] = _ak(product, harmful, mask)
         out[f"product_{name}_vs_benign_compliance"] = _ak(product, harmful, mask & (harmful | benign_c))
         out[f"product_{name}_vs_refusals"] = _ak(product, harmful, mask & (harmful | refused))
+        if judged is not None:
+            out[f"topic_{name}"] = _ak(r.p_topic, np.array([x.unsafe for x in t.replies]), mask & complied)
+            out[f"judged_{name}"] = _ak(judged, harmful, mask)
+            out[f"judged_{name}_vs_benign_compliance"] = _ak(judged, harmful, mask & (harmful | benign_c))
+            out[f"judged_{name}_vs_refusals"] = _ak(judged, harmful, mask & (harmful | refused))
     out["comply"] = _ak(r.p_comply, complied)
     three = np.array([x.refused is not None for x in t.replies])
     if three.any():
@@ -245,7 +281,7 @@ def measure(t: Tables, r: CVResult) -> dict:
 def _objective(m: dict) -> float:
     """How a (layer, penalty) is chosen: the product's AUC on people's labels and on the own replies, and
     the request probe's on one-line requests and on conversations."""
-    keys = [k for k in ("product_people", "product_own") if k in m]
+    keys = [k for k in ("judged_people", "judged_own") if k in m] or [k for k in ("product_people", "product_own") if k in m]
     requests = [m[k]["auc"] for k in ("request", "request_hh") if k in m]
     return float(np.mean([m[k]["auc"] for k in keys])) + 0.5 * float(np.mean(requests))
 
@@ -273,9 +309,12 @@ def fit_final(t: Tables, cv: CVResult, model: str, fingerprint: str) -> ProbeSet
                                 np.array([r.complied for r in t.replies], dtype=float),
                                 np.array([r.harmful for r in t.replies], dtype=float),
                                 np.array([bool(r.refused) for r in t.replies], dtype=float), three))
+    if t.draft_states is not None:
+        probes["topic"] = _topic_probe(t, li, c, np.arange(len(t.replies)), np.ones(len(t.drafts), dtype=bool))
     metrics = dict(cv.metrics)
     metrics["fit"] = {"layer": t.layers[li], "c": c, "threshold": THRESHOLD, "folds": "grouped by prompt",
                       "replies_people": int(sum(r.source not in ("own", "read") for r in t.replies)),
-                      "replies_own": int(sum(r.source == "own" for r in t.replies))}
+                      "replies_own": int(sum(r.source == "own" for r in t.replies)),
+                      "compliant_drafts": len(t.drafts)}
     return ProbeSet(model=model, fingerprint=fingerprint, layer=t.layers[li], probes=probes, metrics=metrics,
                     folds=cv.folds, fold_ids=cv.fold_ids)
