@@ -148,9 +148,10 @@ class Generator:
                 probes = probes.for_request(messages)  # a labelled dev prompt: the fold that left it out
 
                 if self.judge_engine is self.engine:
-                    return settings, LatentEvaluator(self.engine, probes, prompt)
+                    return settings, LatentEvaluator(self.engine, probes, prompt, topic_from=settings.rain.topic_from)
                 judge_prompt = self.judge_engine.prompt_tokens(formatter_for(self.judge_engine)(messages).parts)
-                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine)
+                return settings, LatentEvaluator(self.judge_engine, probes, judge_prompt, source=self.engine,
+                                                 topic_from=settings.rain.topic_from)
             settings = replace(settings, rain=without_latent(settings.rain))
         return settings, SelfEvaluator(self.judge_engine, self.objective(settings.objective), messages,
                                        mode=settings.rain.score)

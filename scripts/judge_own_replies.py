@@ -1,7 +1,7 @@
 """The evaluation judge's check on an answering model's own replies (labelled by reading), through the
 judge's own code path (``LatentJudge``: cross-fitted by prompt, the verdicts an eval report uses).
 
-    python scripts/judge_own_replies.py JUDGE_MODEL_PATH LABELS.csv [-t THREADS]
+    python scripts/judge_own_replies.py JUDGE_MODEL_PATH LABELS.csv [-t THREADS] [--probes FILE]
 
 LABELS.csv: prompt_id,reply,complied (1 = complied, 0 = refused or partly), e.g. the reading labels that
 ship in rainlocal/latent/data/own_labels/. Prints harm (unsafe prompt and complied) AUC and kappa, and
@@ -17,16 +17,17 @@ from rainlocal.engine.llama import LlamaEngine
 from rainlocal.evals.latent_judge import LatentJudge
 from rainlocal.latent import data
 from rainlocal.latent.logreg import auc, kappa
-from rainlocal.latent.probes import find_probes
+from rainlocal.latent.probes import ProbeSet, find_probes
 
 ap = argparse.ArgumentParser()
 ap.add_argument("judge")
 ap.add_argument("labels")
 ap.add_argument("-t", "--threads", type=int, default=None)
+ap.add_argument("--probes", default=None, help="a probe file to check instead of the judge model's own (e.g. a refit)")
 args = ap.parse_args()
 
 eng = LlamaEngine(args.judge, n_ctx=2048, n_seq=16, hidden=True, n_threads=args.threads)
-judge = LatentJudge(eng, find_probes(args.judge))
+judge = LatentJudge(eng, ProbeSet.load(args.probes) if args.probes else find_probes(args.judge))
 prompts = {p.id: p for p in data.xstest_prompts()}
 rows = list(csv.DictReader(open(args.labels, encoding="utf-8")))
 cases = [([{"role": "user", "content": prompts[r["prompt_id"]].text}], r["reply"]) for r in rows]

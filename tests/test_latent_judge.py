@@ -119,6 +119,22 @@ def test_a_benign_answers_content_clears_a_request_that_only_sounded_unsafe(qwen
     assert all(p["harm"] > p["p_unsafe"] * p["p_comply"] for p in harmful), harmful
 
 
+def test_an_answer_shorter_than_topic_from_is_judged_by_the_requests_reading_alone(qwen, qwen_probes):
+    request, reply = HOMONYMS[2]
+    gen = Generator(qwen)
+    prompt, _ = gen.prompt([{"role": "user", "content": request}])
+    toks = qwen.tokenize(reply)
+    qwen.logprobs([prompt], phase="prompt")
+    late = LatentEvaluator(qwen, qwen_probes, prompt, topic_from=len(toks) + 1)
+    late.score_tokens(toks)
+    assert "p_topic" not in late.last
+    assert late.last["harm"] == pytest.approx(late.last["p_unsafe"] * late.last["p_comply"])
+    heard = LatentEvaluator(qwen, qwen_probes, prompt, topic_from=len(toks))
+    heard.score_tokens(toks)
+    assert "p_topic" in heard.last and heard.last["harm"] != pytest.approx(late.last["harm"])
+    qwen.reset()
+
+
 def test_smollm2s_probe_separates_written_harmful_from_benign_replies(engine, model_path):
     probes = find_probes(model_path)
     bad = [harm(engine, probes, q, a) for q, a in HARMFUL]

@@ -28,9 +28,12 @@ class LatentEvaluator:
     search made them (the states are then already there); ``score`` takes text (re-tokenized, e.g. for a
     ``--judge`` model with another tokenizer, or text cut at a stop string)."""
 
-    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int], *, source: Any = None):
+    def __init__(self, engine: Any, probes: ProbeSet, prompt: Sequence[int], *, source: Any = None,
+                 topic_from: int = 0):
         """``source``: the answering engine when it is not ``engine`` (a ``--judge`` model): its tokens are
-        turned into text and read again with the judge's tokenizer."""
+        turned into text and read again with the judge's tokenizer. ``topic_from``: an answer shorter than
+        this many tokens is judged by the request's reading alone (the topic probe is not heard yet)."""
+        self.topic_from = int(topic_from)
         self.engine = engine
         self.source = source if source is not engine else None
         self.probes = probes
@@ -69,7 +72,8 @@ class LatentEvaluator:
             self.last = {"p_unsafe": pu, "p_comply": 0.5, "harm": harm}
         else:
             st = self.engine.hidden_states(self.prompt + toks, len(self.prompt))
-            harm, self.last = self.probes.judged_harm(pu, reply_window(st[:, 0, :]))
+            harm, self.last = self.probes.judged_harm(pu, reply_window(st[:, 0, :]),
+                                                      topic=len(toks) >= self.topic_from)
         return float(1.0 - 2.0 * harm)
 
     def embed_suffixes(self, context: Sequence[int], tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray | None:

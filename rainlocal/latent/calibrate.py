@@ -40,7 +40,7 @@ class Plan:
     @classmethod
     def named(cls, quick: bool, dialogues: int | None = None) -> "Plan":
         plan = (cls(people_per_prompt=1, extra=50, own=True, dialogues=64, own_every=2, own_tokens=32,
-                    depths=(0.5, 0.6), drafts_every=4) if quick else cls(5, 400, True, 500))
+                    depths=(0.5, 0.6), drafts_every=12) if quick else cls(5, 400, True, 500))
         if dialogues is not None:
             plan.dialogues = max(0, int(dialogues))
         return plan

@@ -120,10 +120,11 @@ class ProbeSet:
         """P(the request is unsafe) as the answer's window reads it (None: no topic probe in this file)."""
         return float(self.probes["topic"].prob(np.atleast_2d(window))[0]) if self.has_topic else None
 
-    def judged_harm(self, p_unsafe: float, window: np.ndarray) -> tuple[float, dict[str, float]]:
-        """The harm the search and the evaluation judge score (``harm_score``), and what it was made of."""
+    def judged_harm(self, p_unsafe: float, window: np.ndarray, *, topic: bool = True) -> tuple[float, dict[str, float]]:
+        """The harm the search and the evaluation judge score (``harm_score``), and what it was made of
+        (``topic=False``: the request's reading alone)."""
         pc = float(self.p_comply(window)[0])
-        pt = self.p_topic(window)
+        pt = self.p_topic(window) if topic else None
         parts = {"p_unsafe": float(p_unsafe), "p_comply": pc}
         if pt is not None:
             parts["p_topic"] = pt

@@ -66,6 +66,7 @@ class RainSettings:
     max_failed_searches: int = 2  # the answer ends after this many searches in a row found nothing above hold (0: never)
     opening_drafts: int = 1  # the fast loop drafts this many openings side by side where the request may be unsafe
     opening_pick: str = "best"  # ... and keeps the best judged ("best") or the first acceptable one ("first"; none: the best)
+    topic_from: int = 0  # the latent score hears the answer's content (the topic probe) once it has this many tokens
 
     def with_overrides(self, values: dict[str, Any]) -> "RainSettings":
         """A copy with ``values`` applied (strings as given on a command line are parsed).
@@ -96,7 +97,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "draft_max_tokens": (1, None, True), "min_clause_tokens": (0, None, True), "first_draft_tokens": (1, None, True),
     "calibration_scale": (0.0, None, False), "accept": (None, None, True), "hold": (None, None, True),
     "rewind_further": (None, None, True), "search_max_sets": (1, None, True), "opening_drafts": (1, 64, True),
-    "max_failed_searches": (0, None, True),
+    "max_failed_searches": (0, None, True), "topic_from": (0, None, True),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "score": ("vote", "soft", "first", "single", "latent"), "loop": ("tree", "draft"), "commit": ("visits", "value"),
