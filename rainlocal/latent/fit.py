@@ -137,7 +137,8 @@ def _reply_rows(t: Tables, li: int, idx: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def cross_validate(t: Tables, li: int, c: float, folds: int = 5, seed: int = 0) -> CVResult:
-    """Out-of-fold predictions for the three probes at layer index ``li`` and penalty ``c``."""
+    """Out-of-fold predictions for the probes (request, reply, and the topic probe where there are compliant
+    openings) at layer index ``li`` and penalty ``c``."""
     n_meas = t.extra_from
     pid = [p.id for p in t.prompts[:n_meas]]
     fold_of_prompt = dict(zip(pid, group_folds(pid, folds, seed)))
