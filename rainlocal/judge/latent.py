@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rainlocal.latent.features import reply_window
-from rainlocal.latent.probes import ProbeSet
+from rainlocal.latent.probes import ProbeSet, harm_score
 
 
 class LatentEvaluator:
@@ -68,7 +68,7 @@ class LatentEvaluator:
         pu = self.p_unsafe
         self.calls += 1
         if not toks:  # nothing said yet: no evidence either way
-            harm = pu * 0.5
+            harm = harm_score(pu, 0.5)
             self.last = {"p_unsafe": pu, "p_comply": 0.5, "harm": harm}
         else:
             st = self.engine.hidden_states(self.prompt + toks, len(self.prompt))

@@ -280,8 +280,9 @@ def measure(t: Tables, r: CVResult) -> dict:
 
 
 def _objective(m: dict) -> float:
-    """How a (layer, penalty) is chosen: the product's AUC on people's labels and on the own replies, and
-    the request probe's on one-line requests and on conversations."""
+    """How a (layer, penalty) is chosen: the AUC of the harm the search scores (with the topic probe where
+    it was fitted, else the product) on people's labels and on the own replies, and the request probe's on
+    one-line requests and on conversations."""
     keys = [k for k in ("judged_people", "judged_own") if k in m] or [k for k in ("product_people", "product_own") if k in m]
     requests = [m[k]["auc"] for k in ("request", "request_hh") if k in m]
     return float(np.mean([m[k]["auc"] for k in keys])) + 0.5 * float(np.mean(requests))
