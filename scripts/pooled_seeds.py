@@ -15,7 +15,7 @@ import argparse
 import gzip
 import json
 
-from rainlocal.evals.stats import sign_test
+from rainlocal.evals.stats import paired_scores
 
 
 def answers(path: str) -> dict:
@@ -39,23 +39,24 @@ ap.add_argument("--b", default="fast")
 args = ap.parse_args()
 runs = [answers(p) for p in args.results]
 for name, (label, read) in METRICS.items():
-    per_prompt: dict[str, float] = {}
-    wins = losses = 0
+    before: list[float] = []  # every (prompt, seed) pair: strategy a's score, then b's
+    after: list[float] = []
+    per_prompt: dict[str, float] = {}  # b minus a, summed over the seeds
     try:
         for run in runs:
             for (pid, system), b in run.items():
                 a = run.get((pid, args.a))
                 if system != args.b or a is None or (label and a.get("label") != label):
                     continue
-                d = read(b["judgments"]) - read(a["judgments"])
-                per_prompt[pid] = per_prompt.get(pid, 0.0) + d
-                wins += d > 1e-9
-                losses += d < -1e-9
+                before.append(read(a["judgments"]))
+                after.append(read(b["judgments"]))
+                per_prompt[pid] = per_prompt.get(pid, 0.0) + after[-1] - before[-1]
     except (KeyError, TypeError):
         continue  # the runs do not have this metric
     if not per_prompt:
         continue
-    pw = sum(d > 1e-9 for d in per_prompt.values())
-    pl = sum(d < -1e-9 for d in per_prompt.values())
-    print(f"{name}: answers {wins} : {losses} (p = {sign_test(wins, losses):.3g}); "
-          f"by prompt {pw} : {pl} (p = {sign_test(pw, pl):.3g}); {len(per_prompt)} prompts, {len(runs)} runs")
+    each = paired_scores(before, after)
+    by_prompt = paired_scores([0.0] * len(per_prompt), list(per_prompt.values()))
+    print(f"{name}: answers {each.wins} : {each.losses} (p = {each.p_value:.3g}); "
+          f"by prompt {by_prompt.wins} : {by_prompt.losses} (p = {by_prompt.p_value:.3g}); "
+          f"{len(per_prompt)} prompts, {len(runs)} runs")

@@ -26,7 +26,7 @@ THRESHOLD = 0.5
 FULL = len(PREFIXES) - 1  # the prefix index of the whole judged window
 #: What one item of each kind of work costs, in short prompts read (measured 2026-12-06: the quick plan on
 #: qwen2.5-coder-0.5b, 2 cores: 0.39 s a conversation, 0.054 s an extra prompt, 0.18 s a labelled reply,
-#: 0.35 s an own reply written and read at 32 tokens, 0.28 s at the quick plan's 24 since 15:49, 2.0 s a
+#: 0.35 s an own reply written and read at 32 tokens, 0.28 s at the quick plan's 24 (its length since that evening), 2.0 s a
 #: cross-validated fit). Progress is reported in these units, so a bar's time left, and the first-use
 #: fit's projection from its first seconds, hold.
 UNIT_COST = {"dialogue": 7, "extra": 1, "reply": 3, "own": 5, "fit": 36}
