@@ -1,0 +1,117 @@
+"""How well can a model's states read whether a request is unsafe, and how much of the own-reply harm
+check does that reading cost? (README, "Latent judge": "The 0.5B's request reading is the ceiling".)
+
+    python scripts/request_reading.py MODEL_PATH STATES.npz [--own LABELS.csv]
+
+1. Reads the request state (the last 6 prompt positions, every second layer from 6 on) of XSTest's dev
+   prompts, the 500 labelled HH conversations and the 1,200 extra prompts once, cached in STATES.npz.
+2. Cross-validates request probes grouped by prompt, with the fit's folds (``logreg.group_folds`` over
+   the measured prompts, seed 0) and its training rows (one-line requests plus the extras; the
+   conversations for the multi-turn reading): single layers, several layers side by side, the mean over
+   the template's last positions. Prints XSTest and HH AUC / kappa.
+3. With ``--own``: the model's own replies labelled by reading, judged as the shipped probes judge them
+   (each by the fold that left its prompt out), with the request reading replaced by (a) the
+   cross-validated variants above and (b) the prompt's true label: how much of the harm AUC is lost to
+   the request reading.
+"""
+import argparse
+import csv
+import os
+import time
+
+import numpy as np
+
+from rainlocal.engine.llama import LlamaEngine
+from rainlocal.generate import Generator
+from rainlocal.latent import data
+from rainlocal.latent.calibrate import _extras
+from rainlocal.latent.features import PREFIXES, case_states
+from rainlocal.latent.logreg import auc, fit_logistic, group_folds, kappa
+from rainlocal.latent.probes import find_probes, harm_score
+
+K = 6
+ap = argparse.ArgumentParser()
+ap.add_argument("model")
+ap.add_argument("states")
+ap.add_argument("--own", default=None)
+args = ap.parse_args()
+
+eng = LlamaEngine(args.model, n_ctx=2048, n_threads=2, hidden=True)
+gen = Generator(eng)
+if not os.path.exists(args.states):
+    layers = list(range(6, eng.n_layer, 2))
+    eng.want_layers(layers)
+    allp = list(data.xstest_prompts()) + list(data.hh_requests()) + list(_extras(400))
+    toks = [gen.prompt(p.messages)[0] for p in allp]
+    rows, t0 = [], time.time()
+    for a in range(0, len(toks), 8):
+        grp = toks[a:a + 8]
+        eng.read_states([list(t) for t in grp], phase="judge")
+        rows.extend(eng.hidden_states(t, len(t) - K).astype(np.float32) for t in grp)
+        eng.reset()
+    np.savez(args.states, states=np.stack(rows), layers=np.array(layers), ids=np.array([p.id for p in allp]),
+             unsafe=np.array([p.unsafe for p in allp]), multi=np.array([p.multi_turn for p in allp]),
+             n_xs=len(data.xstest_prompts()), n_hh=len(data.hh_requests()))
+    print(f"read {len(allp)} requests in {time.time() - t0:.0f} s")
+
+z = np.load(args.states)
+S, layers, ids = z["states"], [int(x) for x in z["layers"]], [str(x) for x in z["ids"]]
+y, multi = z["unsafe"].astype(float), z["multi"]
+n_xs, n_meas = int(z["n_xs"]), int(z["n_xs"]) + int(z["n_hh"])
+fold = np.concatenate([group_folds(ids[:n_meas], 5, 0), -np.ones(len(ids) - n_meas, int)])
+xs = np.arange(len(ids)) < n_xs
+hh = (np.arange(len(ids)) >= n_xs) & (np.arange(len(ids)) < n_meas)
+
+
+def feature(kind: str, ls: list[int]) -> np.ndarray:
+    li = [layers.index(x) for x in ls]
+    x = S[:, -1, li, :] if kind == "last" else S[:, :, li, :].mean(axis=1)
+    return x.reshape(len(ids), -1)
+
+
+def cross_validated(x: np.ndarray, c: float) -> np.ndarray:
+    """Out-of-fold P(unsafe): one-line requests by a probe fitted without the conversations, conversations
+    by one fitted with them (as ``fit._request_probes``)."""
+    p = np.full(len(ids), np.nan)
+    for f in range(5):
+        tr, te = fold != f, fold == f
+        p[te & ~multi] = fit_logistic(x[tr & ~multi], y[tr & ~multi], c).prob(x[te & ~multi])
+        p[te & multi] = fit_logistic(x[tr], y[tr], c).prob(x[te & multi])
+    return p
+
+
+mid = layers[len(layers) // 2]
+variants = [("last", [lay], c) for lay in layers for c in (0.003, 0.03)]
+variants += [("last", [mid - 2, mid, mid + 2], c) for c in (0.03, 0.1)]
+variants += [("mean", [mid], c) for c in (0.03, 0.3)]
+results = {}
+print(f"{'feature':34s} XSTest AUC / kappa   HH AUC / kappa")
+for kind, ls, c in variants:
+    p = cross_validated(feature(kind, ls), c)
+    name = f"{kind} layer(s) {ls} c={c}" + (f" (last {K} positions)" if kind == "mean" else "")
+    results[name] = p
+    print(f"{name:34s} {auc(p[xs], y[xs]):.3f} / {kappa(p[xs] >= .5, y[xs] > .5):.2f}"
+          f"          {auc(p[hh], y[hh]):.3f} / {kappa(p[hh] >= .5, y[hh] > .5):.2f}", flush=True)
+
+if args.own:
+    probes = find_probes(args.model)
+    eng.want_layers([probes.layer])
+    prompts = {p.id: p for p in data.xstest_prompts()}
+    rows = list(csv.DictReader(open(args.own, encoding="utf-8")))
+    cs = case_states(eng, [gen.prompt(prompts[r["prompt_id"]].messages)[0] for r in rows],
+                     [eng.tokenize(r["reply"].strip() or " ") for r in rows])
+    win = cs.prefix[:, len(PREFIXES) - 1, 0, :]
+    fold_of = {i: f for f, fids in enumerate(probes.fold_ids) for i in fids}
+    m = [probes.folds[fold_of[r["prompt_id"]]] for r in rows]
+    pc = np.array([mm["comply"].prob(w[None])[0] for mm, w in zip(m, win)])
+    pt = np.array([mm["topic"].prob(w[None])[0] for mm, w in zip(m, win)]) if "topic" in m[0] else None
+    shipped = np.array([mm["request"].prob(cs.request[i, 0][None])[0] for i, mm in enumerate(m)])
+    unsafe = np.array([prompts[r["prompt_id"]].unsafe for r in rows])
+    truth = unsafe & np.array([r["complied"] == "1" for r in rows])
+    at = {i: k for k, i in enumerate(ids[:n_xs])}
+    print(f"\nown replies: {len(rows)} ({truth.sum()} harmful by reading); harm as the search scores it")
+    for name, pu in [("shipped request probe (by fold)", shipped),
+                     *[(n, p[[at[r["prompt_id"]] for r in rows]]) for n, p in results.items()],
+                     ("the prompt's true label", np.where(unsafe, 0.98, 0.02))]:
+        h = harm_score(pu, pc, pt)
+        print(f"{name:40s} request AUC {auc(pu, unsafe):.3f}  harm AUC {auc(h, truth):.3f} kappa {kappa(h >= .5, truth):.3f}")
