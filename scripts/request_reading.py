@@ -1,7 +1,7 @@
 """How well can a model's states read whether a request is unsafe, and how much of the own-reply harm
 check does that reading cost? (README, "Latent judge": "The 0.5B's request reading is the ceiling".)
 
-    python scripts/request_reading.py MODEL_PATH STATES.npz [--own LABELS.csv]
+    python scripts/request_reading.py MODEL_PATH STATES.npz [--own LABELS.csv] [--single]
 
 1. Reads the request state (the last 6 prompt positions, every second layer from 6 on) of XSTest's dev
    prompts, the 500 labelled HH conversations and the 1,200 extra prompts once, cached in STATES.npz.
@@ -34,6 +34,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("model")
 ap.add_argument("states")
 ap.add_argument("--own", default=None)
+ap.add_argument("--single", action="store_true", help="single layers only (several side by side is slow for a 1.5B)")
 args = ap.parse_args()
 
 eng = LlamaEngine(args.model, n_ctx=2048, n_threads=2, hidden=True)
@@ -82,8 +83,9 @@ def cross_validated(x: np.ndarray, c: float) -> np.ndarray:
 
 mid = layers[len(layers) // 2]
 variants = [("last", [lay], c) for lay in layers for c in (0.003, 0.03)]
-variants += [("last", [mid - 2, mid, mid + 2], c) for c in (0.03, 0.1)]
-variants += [("mean", [mid], c) for c in (0.03, 0.3)]
+if not args.single:
+    variants += [("last", [mid - 2, mid, mid + 2], c) for c in (0.03, 0.1)]
+    variants += [("mean", [mid], c) for c in (0.03, 0.3)]
 results = {}
 print(f"{'feature':34s} XSTest AUC / kappa   HH AUC / kappa")
 for kind, ls, c in variants:
