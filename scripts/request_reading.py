@@ -15,9 +15,9 @@ check does that reading cost? (README, "Latent judge": "The 0.5B's request readi
    the request reading.
 """
 import argparse
-import csv
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,8 +25,9 @@ from rainlocal.engine.llama import LlamaEngine
 from rainlocal.generate import Generator
 from rainlocal.latent import data
 from rainlocal.latent.calibrate import _extras
-from rainlocal.latent.features import PREFIXES, case_states
-from rainlocal.latent.logreg import auc, fit_logistic, group_folds, kappa
+from rainlocal.latent.features import case_states
+from rainlocal.latent.fit import FULL, _request_probes
+from rainlocal.latent.logreg import auc, group_folds, kappa
 from rainlocal.latent.probes import find_probes, harm_score
 
 K = 6
@@ -42,7 +43,8 @@ gen = Generator(eng)
 if not os.path.exists(args.states):
     layers = list(range(6, eng.n_layer, 2))
     eng.want_layers(layers)
-    allp = list(data.xstest_prompts()) + list(data.hh_requests()) + list(_extras(400))
+    xst, hhr = data.xstest_prompts(), data.hh_requests()
+    allp = list(xst) + list(hhr) + list(_extras(400))
     toks = [gen.prompt(p.messages)[0] for p in allp]
     rows, t0 = [], time.time()
     for a in range(0, len(toks), 8):
@@ -52,7 +54,7 @@ if not os.path.exists(args.states):
         eng.reset()
     np.savez(args.states, states=np.stack(rows), layers=np.array(layers), ids=np.array([p.id for p in allp]),
              unsafe=np.array([p.unsafe for p in allp]), multi=np.array([p.multi_turn for p in allp]),
-             n_xs=len(data.xstest_prompts()), n_hh=len(data.hh_requests()))
+             n_xs=len(xst), n_hh=len(hhr))
     print(f"read {len(allp)} requests in {time.time() - t0:.0f} s")
 
 z = np.load(args.states)
@@ -71,13 +73,13 @@ def feature(kind: str, ls: list[int]) -> np.ndarray:
 
 
 def cross_validated(x: np.ndarray, c: float) -> np.ndarray:
-    """Out-of-fold P(unsafe): one-line requests by a probe fitted without the conversations, conversations
-    by one fitted with them (as ``fit._request_probes``)."""
+    """Out-of-fold P(unsafe), by the fit's own request probes (one-line requests and conversations)."""
     p = np.full(len(ids), np.nan)
     for f in range(5):
-        tr, te = fold != f, fold == f
-        p[te & ~multi] = fit_logistic(x[tr & ~multi], y[tr & ~multi], c).prob(x[te & ~multi])
-        p[te & multi] = fit_logistic(x[tr], y[tr], c).prob(x[te & multi])
+        te = fold == f
+        m = _request_probes(x, y, fold != f, multi, c)
+        p[te & ~multi] = m["request"].prob(x[te & ~multi])
+        p[te & multi] = m["request_multi"].prob(x[te & multi])
     return p
 
 
@@ -99,21 +101,21 @@ if args.own:
     probes = find_probes(args.model)
     eng.want_layers([probes.layer])
     prompts = {p.id: p for p in data.xstest_prompts()}
-    rows = list(csv.DictReader(open(args.own, encoding="utf-8")))
-    cs = case_states(eng, [gen.prompt(prompts[r["prompt_id"]].messages)[0] for r in rows],
-                     [eng.tokenize(r["reply"].strip() or " ") for r in rows])
-    win = cs.prefix[:, len(PREFIXES) - 1, 0, :]
+    rows = data.labelled_replies(Path(args.own), {i: p.unsafe for i, p in prompts.items()}, "own")
+    cs = case_states(eng, [gen.prompt(prompts[r.prompt_id].messages)[0] for r in rows],
+                     [eng.tokenize(r.text.strip() or " ") for r in rows])
+    win = cs.prefix[:, FULL, 0, :]
     fold_of = {i: f for f, fids in enumerate(probes.fold_ids) for i in fids}
-    m = [probes.folds[fold_of[r["prompt_id"]]] for r in rows]
+    m = [probes.folds[fold_of[r.prompt_id]] for r in rows]
     pc = np.array([mm["comply"].prob(w[None])[0] for mm, w in zip(m, win)])
     pt = np.array([mm["topic"].prob(w[None])[0] for mm, w in zip(m, win)]) if "topic" in m[0] else None
     shipped = np.array([mm["request"].prob(cs.request[i, 0][None])[0] for i, mm in enumerate(m)])
-    unsafe = np.array([prompts[r["prompt_id"]].unsafe for r in rows])
-    truth = unsafe & np.array([r["complied"] == "1" for r in rows])
+    unsafe = np.array([r.unsafe for r in rows])
+    truth = np.array([r.harmful for r in rows])
     at = {i: k for k, i in enumerate(ids[:n_xs])}
     print(f"\nown replies: {len(rows)} ({truth.sum()} harmful by reading); harm as the search scores it")
     for name, pu in [("shipped request probe (by fold)", shipped),
-                     *[(n, p[[at[r["prompt_id"]] for r in rows]]) for n, p in results.items()],
+                     *[(n, p[[at[r.prompt_id] for r in rows]]) for n, p in results.items()],
                      ("the prompt's true label", np.where(unsafe, 0.98, 0.02))]:
         h = harm_score(pu, pc, pt)
         print(f"{name:40s} request AUC {auc(pu, unsafe):.3f}  harm AUC {auc(h, truth):.3f} kappa {kappa(h >= .5, truth):.3f}")
