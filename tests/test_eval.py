@@ -421,6 +421,42 @@ def test_report_compares_rain_profiles_with_each_other():
     assert "| harmless judge score P(good) | 1 | 3 | 0 | 0.625 |" in text
 
 
+def test_with_samples_each_prompt_counts_once_by_its_mean_over_its_samples():
+    # p0: vanilla harmless in 1 of 2 samples, rain in 2 of 2 (a win); p1: vanilla 2 of 2, rain 1 of 2 (a loss);
+    # p2: both 1 of 2, in different samples (a tie, though each sample pair differs).
+    def rec(i, k, system, harmless, p=0.5, wall=1.0):
+        return {**_rec(i, system, harmless, wall, 4, p_harmless=p), "sample": k}
+
+    answers = [rec(0, 0, "vanilla", True), rec(0, 1, "vanilla", False), rec(0, 0, "rain", True), rec(0, 1, "rain", True),
+               rec(1, 0, "vanilla", True), rec(1, 1, "vanilla", True), rec(1, 0, "rain", False), rec(1, 1, "rain", True),
+               rec(2, 0, "vanilla", True), rec(2, 1, "vanilla", False), rec(2, 0, "rain", False), rec(2, 1, "rain", True)]
+    s = summarize("hh", answers, [], {"model": "m.gguf", "seed": 3}, order=["vanilla", "rain"])
+    assert s["samples"] == 2 and s["items"] == {"vanilla": 3, "rain": 3} and s["answers"] == {"vanilla": 6, "rain": 6}
+    assert s["comparisons"]["rain"]["paired"]["harmless"] == {"wins": 1, "losses": 1, "ties": 1, "sign_test_p": 1.0}
+    assert s["rates"]["harmless"]["rain"]["k"] == 4 and s["rates"]["harmless"]["rain"]["n"] == 6  # every answer
+    text = render_markdown(s)
+    assert "2 samples per prompt, seeds 3-4" in text and "paired by prompt, each prompt's 2 samples averaged" in text
+
+
+def test_with_samples_judge_scores_are_compared_by_each_prompts_mean_score():
+    # rain's scores beat vanilla's in 3 of 4 sample pairs, but its mean is lower on one of the two prompts.
+    def rec(i, k, system, p):
+        return {**_rec(i, system, True, 1.0, 4, p_harmless=p), "sample": k}
+
+    answers = [rec(0, 0, "vanilla", 0.5), rec(0, 1, "vanilla", 0.5), rec(0, 0, "rain", 0.6), rec(0, 1, "rain", 0.6),
+               rec(1, 0, "vanilla", 0.5), rec(1, 1, "vanilla", 0.9), rec(1, 0, "rain", 0.6), rec(1, 1, "rain", 0.2)]
+    s = summarize("hh", answers, [], {"model": "m.gguf"}, order=["vanilla", "rain"])
+    assert s["comparisons"]["rain"]["paired_scores"]["harmless"] == {"wins": 1, "losses": 1, "ties": 0, "sign_test_p": 1.0}
+
+
+def test_cost_ratios_with_samples_sum_every_answer():
+    answers = [{**_rec(0, "vanilla", True, 1.0, 10), "sample": k} for k in range(3)] + \
+              [{**_rec(0, "rain", True, w, 10 * w), "sample": k} for k, w in enumerate((2.0, 3.0, 4.0))]
+    s = summarize("hh", answers, [], {"model": "m.gguf"}, order=["vanilla", "rain"])
+    assert s["comparisons"]["rain"]["time_ratio"]["ratio"] == pytest.approx(3.0)
+    assert s["comparisons"]["rain"]["work_ratio"]["ratio"] == pytest.approx(3.0)
+
+
 # ------------------------------------------------------------------------------------ the command
 
 # The paper's harmless profile (prompted vote, both option orders), tiny: these tests read its records.
@@ -506,6 +542,43 @@ def test_eval_answers_do_not_depend_on_what_ran_before_them(model_path, rl_home,
         recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
         replies.append({(x["id"], x["system"]): x["reply"] for x in recs if x["kind"] == "answer"})
     assert len(replies[0]) == 4 and replies[0] == replies[1]
+
+
+@pytest.mark.slow
+def test_eval_samples_answer_with_consecutive_seeds_and_a_rerun_with_more_adds_them(model_path, rl_home, tmp_path):
+    data = write_hh(tmp_path / "hh.jsonl")
+    base = ["eval", "hh", "-m", str(model_path), "--data", str(data), "-n", "8", "--strategies", "vanilla",
+            "--temp", "1.5", "--check-judge", "0", "--check-human", "0"]
+
+    def answers(out: Path) -> dict:
+        recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        return {(x["id"], x.get("sample", 0)): x for x in recs if x["kind"] == "answer"}
+
+    out = tmp_path / "out"
+    r = run_cli([*base, "--seed", "5", "-o", str(out)], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    one = answers(out)
+    assert sorted(one) == [("t-1", 0), ("t-2", 0)]
+    r = run_cli([*base, "--seed", "5", "--samples", "3", "-o", str(out)], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 2 of 6 results" in r.stderr
+    three = answers(out)
+    assert sorted(three) == [(i, k) for i in ("t-1", "t-2") for k in range(3)]
+    assert {k: three[k]["reply"] for k in one} == {k: v["reply"] for k, v in one.items()}  # sample 0 kept as it was
+    assert [three[("t-1", k)]["seed"] for k in range(3)] == [5, 6, 7]
+    # Sample 2 is what a run with seed 7 answers, and the samples differ (temperature 1.5, 8 tokens).
+    seven = tmp_path / "seven"
+    r = run_cli([*base, "--seed", "7", "-o", str(seven)], env_home=rl_home)
+    assert r.returncode == 0, r.stderr
+    assert {i: answers(seven)[(i, 0)]["reply"] for i in ("t-1", "t-2")} == {i: three[(i, 2)]["reply"] for i in ("t-1", "t-2")}
+    assert len({three[("t-1", k)]["reply"] for k in range(3)}) > 1
+    report = (out / "report.md").read_text()
+    assert "3 samples per prompt, seeds 5-7" in report and "vanilla 2 (6 answers)" in report
+    fewer = run_cli([*base, "--seed", "5", "--samples", "2", "-o", str(out), "--report-only"], env_home=rl_home)
+    assert fewer.returncode == 0, fewer.stderr
+    assert json.loads((out / "summary.json").read_text())["answers"] == {"vanilla": 4}
+    bad = run_cli([*base, "--samples", "0", "-o", str(tmp_path / "none")], env_home=rl_home)
+    assert bad.returncode == 2 and "--samples must be at least 1" in bad.stderr
 
 
 def test_eval_usage_errors_are_one_line(model_path, rl_home, tmp_path):

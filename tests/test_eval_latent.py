@@ -385,7 +385,7 @@ def test_rejudge_grades_the_kept_answers_with_the_latent_judge_and_keeps_the_ver
 
     # --rejudge of only some of the answers: refused (the others would keep the old judge's verdicts).
     r = run_cli([*base, "--rejudge", "--limit", "1"], env_home=rl_home, timeout=900)
-    assert r.returncode == 2 and "give the run's --strategies and --limit" in r.stderr
+    assert r.returncode == 2 and "give the run's --strategies, --limit and --samples" in r.stderr
     assert json.loads((out / "run.json").read_text())["settings"]["judge_method"] == "probs"
 
     r = run_cli([*base, "--rejudge"], env_home=rl_home, timeout=900)

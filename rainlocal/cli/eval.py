@@ -140,6 +140,10 @@ def _rain_meta(settings: GenerationSettings) -> dict[str, Any]:
 @click.option("--attack-suffix", "attack_suffix", default=None, help="advbench: append this adversarial suffix to every request.")
 @click.option("--limit", type=int, default=None,
               help="Evaluate a fixed seeded sample of N prompts covering every prompt type and label (default: all).")
+@click.option("--samples", type=int, default=1, show_default=True,
+              help="Answer each prompt N times with each strategy (seeds SEED..SEED+N-1) and compare strategies prompt "
+                   "by prompt over the samples: measures the strategy, not one seed's draws. A rerun with a larger N "
+                   "adds samples to the run.")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory (default ./rainlocal-eval-SUITE); a rerun into it resumes.")
 @click.option("--judge-model", "judge_model", default=None,
@@ -188,7 +192,7 @@ def command(opts: dict[str, Any]) -> None:
     if opts.get("vanilla"):
         raise UsageError("eval runs the strategies of --strategies; drop --vanilla")
     for key, flag, low in (("limit", "--limit", 1), ("check_judge", "--check-judge", 0),
-                           ("check_human", "--check-human", 0), ("jobs", "--jobs", 1)):
+                           ("check_human", "--check-human", 0), ("jobs", "--jobs", 1), ("samples", "--samples", 1)):
         if opts[key] is not None and opts[key] < low:
             raise UsageError(f"{flag} must be at least {low}")
     if opts["judge_api_key_env"] and not opts["judge_url"]:
@@ -273,7 +277,8 @@ def command(opts: dict[str, Any]) -> None:
                                  "use another --output")
     self_eval = _self_eval_strategy(strategies)
     plan = EvalPlan(suite=suite, items=items, strategies=strategies, checks=checks, best_of=bon_n,
-                    best_of_max=opts["best_of_max"], system_prompt=system, self_eval=self_eval)
+                    best_of_max=opts["best_of_max"], system_prompt=system, self_eval=self_eval,
+                    samples=opts["samples"])
     eval_settings = plan.self_eval_settings(gen)
 
     engines: dict[str, Any] = {}
@@ -393,7 +398,7 @@ def command(opts: dict[str, Any]) -> None:
         "temp": gen.sampling.temp, "top_p": gen.sampling.top_p, "top_k": gen.sampling.top_k,
         **_rain_meta(gen),
         "self_eval_judge": self_eval_path.name if self_eval_path else None,
-        "data": str(data_path), "attack_suffix": opts["attack_suffix"], "limit": opts["limit"],
+        "data": str(data_path), "attack_suffix": opts["attack_suffix"], "limit": opts["limit"], "samples": opts["samples"],
         "judge": judge_desc, "judge_method": judge_method, "strategies": list(strategies),
         "judge_probes": _probes_meta(choice.probes) if choice and choice.probes is not None else None,
         "safety_prompt": strategies["system"].safety_prompt if "system" in strategies else None,

@@ -61,15 +61,24 @@ def _row(*cells: Any) -> str:
 
 def _settings(s: dict[str, Any]) -> list[str]:
     meta, systems = s["meta"], s["systems"]
+    k = s.get("samples", 1)
+    seeds = f"seed {meta.get('seed')}" if k == 1 or meta.get("seed") is None else (
+        f"{k} samples per prompt, seeds {meta['seed']}-{meta['seed'] + k - 1}")
     L = [f"# rainlocal eval: {s['suite']}", "",
-         f"- model: `{meta.get('model')}`; seed {meta.get('seed')}; max tokens {meta.get('max_tokens')}; "
+         f"- model: `{meta.get('model')}`; {seeds}; max tokens {meta.get('max_tokens')}; "
          f"sampling temp {meta.get('temp')}, top-p {meta.get('top_p')}, top-k {meta.get('top_k')}",
          *_rain_lines(meta),
          f"- data: `{meta.get('data')}`" + (f" with attack suffix {meta['attack_suffix']!r}" if meta.get("attack_suffix") else "")
          + (f" (a fixed seeded sample of {meta['limit']})" if meta.get("limit") else "")
-         + "; prompts evaluated: " + (", ".join(f"{label(x)} {s['items'][x]}" for x in systems) or "none yet"),
+         + "; prompts evaluated: " + (", ".join(f"{label(x)} {s['items'][x]}" for x in systems) or "none yet")
+         + (f" ({', '.join(str(s['answers'][x]) for x in systems)} answers)" if k > 1 else ""),
          *_judge_lines(s),
          "- strategies: same model, seed, stopping rule and length limit; vanilla is KV-cached sampling"]
+    if k > 1:
+        L.append(f"- samples: each prompt answered {k} times by each strategy (sample i with seed + i). Rates count "
+                 "every answer (their intervals treat the samples of a prompt as independent, which they are not: "
+                 "read them as descriptive). Paired comparisons are by prompt: a prompt's outcome is its mean over "
+                 "its samples, one sign per prompt.")
     if "system" in systems:
         L.append(f"- system prompt baseline: {meta.get('safety_prompt') or SAFETY_PROMPT!r}")
     if "self-check" in systems:
@@ -290,13 +299,15 @@ def _comparisons(s: dict[str, Any]) -> list[str]:
     labels = {m["key"]: _unfit(m["label"], fitness.get(m["key"])) for m in s["metrics"]}
     for other, comp in s["comparisons"].items():
         name = label(other)
-        L += [f"## {name} against vanilla (paired, same prompts and seed)", ""]
+        L += [f"## {name} against vanilla (paired, same prompts and seed)" if s.get("samples", 1) == 1 else
+              f"## {name} against vanilla (paired by prompt, each prompt's {s['samples']} samples averaged)", ""]
         L += _paired_table(name, comp, labels)
         L += [f"- time ratio {name}/vanilla (answer wall time, {comp['items']} prompts): **{ratio_cell(comp['time_ratio'])}**",
               f"- engine work ratio (tokens decoded, all phases but the prompt): **{ratio_cell(comp['work_ratio'])}**", ""]
     for pair in s.get("rain_pairs") or []:
         name, against = label(pair["system"]), label(pair["against"])
-        L += [f"## {name} against {against} (paired, {pair['items']} prompts)", ""]
+        L += [f"## {name} against {against} (paired, {pair['items']} prompts"
+              + (f", each prompt's {s['samples']} samples averaged)" if s.get("samples", 1) > 1 else ")"), ""]
         L += _paired_table(name, pair, labels)
     return L
 

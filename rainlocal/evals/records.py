@@ -22,6 +22,12 @@ from rainlocal.jsonl import read_log
 WRITING = threading.Lock()
 
 
+def unit_key(rec: dict[str, Any]) -> tuple[str, str, str, int]:
+    """What a result is the result of: its kind, id, strategy and sample (records written before
+    ``--samples`` existed have none: they are sample 0)."""
+    return (str(rec.get("kind")), str(rec.get("id")), str(rec.get("system", "")), int(rec.get("sample") or 0))
+
+
 def read_records(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
     """Every complete record of ``path``; a torn last line (killed mid-write) is cut off (``repair``)."""
     return [r for r in read_log(path, repair=repair) if isinstance(r, dict)]

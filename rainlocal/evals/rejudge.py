@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from rainlocal.errors import Interrupted, UsageError
 from rainlocal.evals.criteria import SUITE_CRITERIA, THREE_WAY_SUITES
-from rainlocal.evals.records import read_records
+from rainlocal.evals.records import read_records, unit_key
 
 #: Fingerprint keys that name the evaluation judge (the ones a rejudge may change).
 JUDGE_KEYS = ("judge", "judge_method", "judge_probes")
@@ -86,12 +86,13 @@ def rejudge(results: Path, suite: str, answers_of: Callable[[list[dict]], list[d
     records = read_records(results, repair=False)
     answers = answers_of(records)
     mine = {id(r) for r in answers}
-    keys = {(r.get("id"), r.get("system")) for r in answers}  # (an older duplicate of one of them is never read)
-    others = sorted({f"{r.get('system')} {r.get('id')}" for r in records if r.get("kind") == "answer"
-                     and id(r) not in mine and (r.get("id"), r.get("system")) not in keys})[:4]
+    keys = {unit_key(r) for r in answers}  # (an older duplicate of one of them is never read)
+    others = sorted({f"{r.get('system')} {r.get('id')}" + (f" sample {r['sample']}" if r.get("sample") else "")
+                     for r in records if r.get("kind") == "answer" and id(r) not in mine and unit_key(r) not in keys})[:4]
     if others:  # they would keep the old judge's verdicts in a run that says it has the new one
         raise UsageError(f"--rejudge grades every answer in {results.parent}, and some are not in this command's "
-                         f"strategies and prompts (e.g. {', '.join(others)}): give the run's --strategies and --limit")
+                         f"strategies, prompts and samples (e.g. {', '.join(others)}): give the run's --strategies, "
+                         "--limit and --samples")
     expect = getattr(judge, "expect", None)
     if expect is not None:
         expect([(case_of(r)[0], r["reply"]) for r in answers])

@@ -7,9 +7,11 @@ is done:
   written pairs, and replies labelled by people for harm and for refusal);
 * ``{"kind": "self_check", "id": ...}``: a harm case scored by the search's self-evaluation (the
   paper's "self-evaluation accuracy": how well the model that guides RAIN judges);
-* ``{"kind": "answer", "id": ..., "system": <strategy>}``: one answer with its stats, every
+* ``{"kind": "answer", "id": ..., "system": <strategy>, "sample": k}``: one answer with its stats, every
   evaluation-judge verdict (prompts, raw output, verdict), the refusal string rules and the
-  repetition figures.
+  repetition figures. With ``--samples N`` each prompt is answered N times by each strategy, sample k
+  with seed + k (sample 0 is what a run without ``--samples`` answers, so a rerun with more samples
+  adds to it).
 
 A rerun reads the file first and skips every unit already there, so an interrupted evaluation loses
 at most the unit in progress and never repeats finished work. With ``--jobs N`` each of N worker
@@ -24,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,7 +36,7 @@ from rainlocal.evals.checks import CheckCache, CheckCase
 from rainlocal.evals.criteria import SUITE_CRITERIA, THREE_WAY_SUITES
 from rainlocal.evals.judges import EvalJudge
 from rainlocal.evals.progress import Progress
-from rainlocal.evals.records import append_record, read_records
+from rainlocal.evals.records import append_record, read_records, unit_key
 from rainlocal.evals.refusal import classify_reply, refusal_match
 from rainlocal.evals.strategies import Strategy, answer as strategy_answer
 from rainlocal.evals.suites import Item
@@ -55,10 +57,6 @@ def progress_kind(kind: str, system: str) -> str:
     """What a unit counts as in the progress line: its strategy, or its kind (a check, or a self-evaluation
     check, even one scored with a strategy's judge)."""
     return kind if kind == "self_check" else (system or kind)
-
-
-def unit_key(rec: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(rec.get("kind")), str(rec.get("id")), str(rec.get("system", "")))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -120,10 +118,11 @@ class Unit:
     system: str = ""
     item: Item | None = None
     case: CheckCase | None = None
+    sample: int = 0  # answers: which of the plan's samples of this prompt (seed + sample)
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.id, self.system)
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.kind, self.id, self.system, self.sample)
 
     @property
     def progress_kind(self) -> str:
@@ -143,6 +142,10 @@ class EvalPlan:
     #: objective), "" the run's base settings (self-check and best-of-N), None no self-evaluation checks
     #: (no strategy judges itself).
     self_eval: str | None = ""
+    #: Answers per prompt and strategy, sample k sampled with seed + k: one seed's sign test counts the
+    #: prompts the search happened to change with that seed's sampled answers; several samples per
+    #: prompt, compared prompt by prompt, measure the strategy rather than the seed.
+    samples: int = 1
 
     def self_eval_settings(self, base: GenerationSettings) -> GenerationSettings:
         """The settings the self-evaluation checks score with (``base``: the run's own)."""
@@ -157,8 +160,9 @@ class EvalPlan:
         if self.self_eval is not None:
             out += [Unit("self_check", c.id, f"check:{c.pair or c.id}", self.self_eval, case=c)
                     for c in self.checks if c.check != "refusal"]
-        for it in self.items:
-            out += [Unit("answer", it.id, f"item:{it.id}", s, item=it) for s in self.strategies]
+        for it in self.items:  # a prompt's samples in one group: best-of-N matches its own sample's RAIN work
+            out += [Unit("answer", it.id, f"item:{it.id}", s, item=it, sample=k)
+                    for k in range(self.samples) for s in self.strategies]
         return out
 
     def units_of_worker(self, worker: int, workers: int) -> list[Unit]:
@@ -167,6 +171,14 @@ class EvalPlan:
         groups = list(dict.fromkeys(u.group for u in units))
         mine = {g for i, g in enumerate(groups) if i % workers == worker}
         return [u for u in units if u.group in mine]
+
+
+def sampled(strategy: Strategy, sample: int) -> Strategy:
+    """``strategy`` as it answers sample ``sample`` of a prompt: the same settings, seed + sample."""
+    if not sample:
+        return strategy
+    st = strategy.settings
+    return replace(strategy, settings=replace(st, sampling=replace(st.sampling, seed=st.sampling.seed + sample)))
 
 
 def messages_for(item: Item, system_prompt: str | None) -> list[dict[str, str]]:
@@ -231,7 +243,7 @@ class EvalRunner:
         rain_work = {}
         for r in existing:
             if r.get("kind") == "answer" and r.get("system") in self.plan.strategies:
-                rain_work[(r["id"], r["system"])] = r.get("work")
+                rain_work[(r["id"], r["system"], int(r.get("sample") or 0))] = r.get("work")
         self.output.mkdir(parents=True, exist_ok=True)
         done = 0
         progress = Progress([u.progress_kind for u in units], [u.progress_kind for u in units if u.key in have],
@@ -241,7 +253,7 @@ class EvalRunner:
                 if self.should_stop():
                     raise Interrupted("interrupted")
                 label = (f"{u.id} {_CHECK_LABELS[u.kind]}" + (f" ({u.system})" if u.system else "") if u.kind != "answer"
-                         else f"{u.id} {u.system}")
+                         else f"{u.id} {u.system}" + (f" sample {u.sample + 1}" if self.plan.samples > 1 else ""))
                 progress.start(label)
                 t0 = time.perf_counter()
                 if u.kind == "check":
@@ -252,10 +264,11 @@ class EvalRunner:
                     if u.system:
                         rec["system"] = u.system
                 else:
-                    rec = self._answer(u.item, u.system, self._matched_work(u.item.id, u.system, rain_work))  # type: ignore[union-attr,arg-type]
+                    rec = self._answer(u.item, u.system, self._matched_work(u.item.id, u.system, u.sample, rain_work),  # type: ignore[union-attr,arg-type]
+                                       sample=u.sample)
                     if rec is None:
                         raise Interrupted("interrupted")
-                    rain_work[(u.id, u.system)] = rec["work"]
+                    rain_work[(u.id, u.system, u.sample)] = rec["work"]
                 rec["elapsed_s"] = round(time.perf_counter() - t0, 4)
                 if self.worker[1] > 1:
                     rec["worker"] = self.worker[0]
@@ -265,12 +278,12 @@ class EvalRunner:
                 progress.finish(u.progress_kind, rec["elapsed_s"], label)
         return {"total": len(units), "skipped": skipped, "done": done}
 
-    def _matched_work(self, item_id: str, name: str, rain_work: dict) -> int | None:
-        """The work of the last RAIN strategy listed before ``name`` on this prompt (best-of-N auto)."""
+    def _matched_work(self, item_id: str, name: str, sample: int, rain_work: dict) -> int | None:
+        """The work of the last RAIN strategy listed before ``name`` on this prompt and sample (best-of-N auto)."""
         before = list(self.plan.strategies)[: list(self.plan.strategies).index(name)]
         for other in reversed(before):
-            if self.plan.strategies[other].is_rain and (item_id, other) in rain_work:
-                return rain_work[(item_id, other)]
+            if self.plan.strategies[other].is_rain and (item_id, other, sample) in rain_work:
+                return rain_work[(item_id, other, sample)]
         return None
 
     def _from_shipped(self, todo: list[Unit]) -> None:
@@ -363,9 +376,9 @@ class EvalRunner:
         return {**base, "score": getattr(ev, "mode", settings.rain.score), "vote": r["vote"], "soft": round(r["soft"], 6),
                 "orders": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in o.items()} for o in r["orders"]]}
 
-    def _answer(self, item: Item, name: str, rain_work: int | None) -> dict[str, Any] | None:
+    def _answer(self, item: Item, name: str, rain_work: int | None, sample: int = 0) -> dict[str, Any] | None:
         gen = self.generator
-        strategy = self.plan.strategies[name]
+        strategy = sampled(self.plan.strategies[name], sample)
         messages = messages_for(item, self.plan.system_prompt)
         fresh_start(gen, strategy.settings)
         t0 = time.perf_counter()
@@ -387,6 +400,7 @@ class EvalRunner:
         match = refusal_match(done.text)
         rec = {
             "kind": "answer", "id": item.id, "system": name, "strategy_kind": strategy.kind,
+            "sample": sample, "seed": strategy.settings.sampling.seed,
             "prompt": item.user_text, "label": item.extra.get("label"), "type": item.extra.get("type"),
             "reply": done.text, "stop_reason": done.stop_reason,
             "answer_tokens": len(done.tokens),
@@ -415,7 +429,8 @@ def select_records(records: Iterable[dict[str, Any]], plan: EvalPlan) -> tuple[l
     answers: dict[tuple, dict] = {}
     checks: dict[tuple, dict] = {}
     for r in records:
-        if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.strategies:
+        if r.get("kind") == "answer" and r.get("id") in ids and r.get("system") in plan.strategies \
+                and int(r.get("sample") or 0) < plan.samples:
             answers[unit_key(r)] = r
         elif r.get("kind") == "check" and r.get("id") in check_ids:
             checks[unit_key(r)] = r
@@ -423,6 +438,6 @@ def select_records(records: Iterable[dict[str, Any]], plan: EvalPlan) -> tuple[l
             checks[unit_key(r)] = r
     order = {it.id: i for i, it in enumerate(plan.items)}
     names = list(plan.strategies)
-    ans = sorted(answers.values(), key=lambda r: (order[r["id"]], names.index(r["system"])))
+    ans = sorted(answers.values(), key=lambda r: (order[r["id"]], int(r.get("sample") or 0), names.index(r["system"])))
     return ans, list(checks.values())
 

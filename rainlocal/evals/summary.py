@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from rainlocal.evals import fitness as fit
-from rainlocal.evals.stats import cohen_kappa, paired, paired_scores, rate_of, ratio_interval, wilson
+from rainlocal.evals.stats import cohen_kappa, paired_scores, rate_of, ratio_interval, wilson
 from rainlocal.evals.textstats import REP_N, distinct_n, rep_n
 
 
@@ -309,25 +309,41 @@ def self_eval_check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
-def _paired(base: dict[str, dict], other: dict[str, dict], common: list[str], metrics: list[Metric],
+def _by_prompt(keys: list[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
+    out: dict[str, list[tuple[str, int]]] = {}
+    for k in keys:
+        out.setdefault(k[0], []).append(k)
+    return out
+
+
+def _prompt_mean(values: list[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _paired(base: dict[tuple, dict], other: dict[tuple, dict], common: list[tuple[str, int]], metrics: list[Metric],
             suite: str) -> dict[str, Any]:
-    """``other`` against ``base`` item by item on the prompts both answered: verdict wins/losses per
-    metric (where "better" has a direction) and judge-score wins/losses per criterion."""
+    """``other`` against ``base`` prompt by prompt on the (prompt, sample) answers both gave: verdict
+    wins/losses per metric (where "better" has a direction) and judge-score wins/losses per criterion.
+    With several samples a prompt's outcome is the mean over its samples (a verdict's share, a score's
+    mean), so each prompt counts once, with one sign: samples of one prompt are not independent."""
+    prompts = _by_prompt(common)
     rows = {}
     for m in metrics:
-        sub = [i for i in common if _in_subset(m, base[i])]
+        sub = [ks for ks in prompts.values() if _in_subset(m, base[ks[0]])]
         if m.better is None or not sub:
             continue
 
-        def good(r, m=m):
+        def good(r, m=m) -> float | None:
             v = m.value(r)
-            return v if v is None or m.better == "higher" else not v
+            return None if v is None else float(v if m.better == "higher" else not v)
 
-        rows[m.key] = paired([good(base[i]) for i in sub], [good(other[i]) for i in sub]).as_dict()
-    scores = {name: paired_scores([_score(name)(base[i]) for i in common],
-                                  [_score(name)(other[i]) for i in common]).as_dict()
+        rows[m.key] = paired_scores([_prompt_mean([good(base[k]) for k in ks]) for ks in sub],
+                                    [_prompt_mean([good(other[k]) for k in ks]) for ks in sub]).as_dict()
+    scores = {name: paired_scores([_prompt_mean([_score(name)(base[k]) for k in ks]) for ks in prompts.values()],
+                                  [_prompt_mean([_score(name)(other[k]) for k in ks]) for ks in prompts.values()]).as_dict()
               for name in SUITE_SCORES[suite]}
-    return {"items": len(common), "paired": rows, "paired_scores": scores}
+    return {"items": len(prompts), "answers": len(common), "paired": rows, "paired_scores": scores}
 
 
 def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any],
@@ -336,10 +352,11 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
     strategies in their ``--strategies`` order (default: as they first appear)."""
     present = list(dict.fromkeys(r["system"] for r in answers))
     systems = [s for s in (order or present) if s in present]
-    by: dict[str, dict[str, dict]] = {s: {} for s in systems}
+    # Each strategy's answers by (prompt, sample): sample 0 is a run's only answer without --samples.
+    by: dict[str, dict[tuple[str, int], dict]] = {s: {} for s in systems}
     for r in answers:
         if r["system"] in by:
-            by[r["system"]][r["id"]] = r
+            by[r["system"]][(r["id"], int(r.get("sample") or 0))] = r
     metrics = SUITE_METRICS[suite]
 
     def values(m: Metric, s: str) -> list[bool | None]:
@@ -353,10 +370,15 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
             common = [i for i in by["vanilla"] if i in by[other]]
             comp = _paired(by["vanilla"], by[other], common, metrics, suite)
             va, ot = [by["vanilla"][i] for i in common], [by[other][i] for i in common]
+            prompts = list(_by_prompt(common).values())
+
+            def per_prompt(side: dict[tuple, dict], field: str) -> list[float]:  # the bootstrap resamples prompts
+                return [sum(float(side[k][field]) for k in ks) for ks in prompts]
+
             comparisons[other] = {
                 **comp,
-                "time_ratio": ratio_interval([r["wall_s"] for r in ot], [r["wall_s"] for r in va]),
-                "work_ratio": ratio_interval([r["work"] for r in ot], [r["work"] for r in va]),
+                "time_ratio": ratio_interval(per_prompt(by[other], "wall_s"), per_prompt(by["vanilla"], "wall_s")),
+                "work_ratio": ratio_interval(per_prompt(by[other], "work"), per_prompt(by["vanilla"], "work")),
                 "tokens_ratio": _ratio(sum(r["answer_tokens"] for r in ot), sum(r["answer_tokens"] for r in va)),
             }
     def of_kind(kind: str) -> list[str]:
@@ -393,7 +415,9 @@ def summarize(suite: str, answers: list[dict[str, Any]], checks: list[dict[str, 
                          "work_ratio": comp.get("work_ratio") if s != "vanilla" else {"ratio": 1.0, "ci95": [1.0, 1.0]}})
     return {
         "suite": suite, "meta": meta, "systems": systems,
-        "items": {s: len(by[s]) for s in systems},
+        "items": {s: len({k[0] for k in by[s]}) for s in systems},
+        "answers": {s: len(by[s]) for s in systems},
+        "samples": max((k[1] + 1 for s in systems for k in by[s]), default=1),
         "metrics": [{"key": m.key, "label": m.label, "better": m.better, "subset": m.subset} for m in metrics],
         "rates": rates, "undecided": undecided, "fitness": fitness, "columns": columns,
         "headline_columns": headline_columns,
