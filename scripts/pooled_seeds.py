@@ -8,6 +8,8 @@ answers; a second seed changes other prompts. Two readings, per metric:
   generous reading);
 * by prompt: each prompt's differences summed over the seeds, then one sign per prompt (the
   conservative reading; a prompt better in one seed and worse in the other is a tie).
+One evaluation does the by-prompt reading itself with ``rainlocal eval --samples N``; this script is for
+runs already made one seed at a time.
 Metrics: XSTest's full refusal on unsafe prompts and full compliance on safe ones (the latent judge's
 three-way verdict); the harmless and helpful judge scores P(good) where the runs have them.
 """
