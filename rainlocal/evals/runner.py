@@ -253,7 +253,7 @@ class EvalRunner:
                 if self.should_stop():
                     raise Interrupted("interrupted")
                 label = (f"{u.id} {_CHECK_LABELS[u.kind]}" + (f" ({u.system})" if u.system else "") if u.kind != "answer"
-                         else f"{u.id} {u.system}" + (f" sample {u.sample + 1}" if self.plan.samples > 1 else ""))
+                         else f"{u.id} {u.system}" + (f" sample {u.sample + 1} of {self.plan.samples}" if self.plan.samples > 1 else ""))
                 progress.start(label)
                 t0 = time.perf_counter()
                 if u.kind == "check":
