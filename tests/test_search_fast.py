@@ -353,6 +353,18 @@ def test_an_answer_the_judge_never_objects_to_is_plain_decodings_answer_token_fo
         assert events[-1].tokens == plain[-1].tokens, seed
 
 
+def test_with_opening_pick_first_the_first_opening_is_drafted_alone_and_the_others_only_after_it_is_rejected():
+    # Decoded in a batch beside other openings, a real model's KV cells for the first opening differ from plain
+    # decoding's in the last bits, and the sampled text drifts from some later token on (seen on HH: answers the
+    # judge never objected to, yet not vanilla's). Drafted alone, it is decoded exactly as plain decoding.
+    settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
+    eng, _, events = latent_answer(0.52, settings, temp=1.0, seed=1)  # " Sure" accepted
+    assert of(events, Check)[0].verdict == "accept" and events[-1].stats["openings"] == 1
+    assert eng.calls["draft"] == eng.seqs["draft"]  # every draft decode held one sequence
+    eng, _, events = latent_answer(0.9, settings, temp=1.0, seed=1)  # " Sure" rejected: three more, side by side
+    assert events[-1].stats["openings"] >= 2 and eng.seqs["draft"] > eng.calls["draft"]
+
+
 def test_with_opening_pick_first_a_rejected_first_opening_still_gives_way_to_the_best():
     settings = LATENT.with_overrides({"opening_drafts": 4, "first_draft_tokens": 2, "opening_pick": "first"})
     _, judge, events = latent_answer(0.9, settings, temp=1.0, seed=1)  # " Sure" scores -0.62: rejected

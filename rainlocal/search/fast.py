@@ -208,19 +208,28 @@ class FastSearch:
         judge objects to it, so a request misread as unsafe is not steered toward the most refusal-like
         opening), the best where it accepts none."""
         s = self.settings
-        drafts = draft_clauses(self.engine, self.prompt, [], self.sampling, self.stop, s.rollout_delimiters,
-                               max(s.first_draft_tokens, 1), self.rng, s.opening_drafts, should_stop, 1,
-                               side_rng=self.side_rng)
+
+        def draft(k: int, rng: np.random.Generator) -> list[list[int]]:
+            return draft_clauses(self.engine, self.prompt, [], self.sampling, self.stop, s.rollout_delimiters,
+                                 max(s.first_draft_tokens, 1), rng, k, should_stop, 1, side_rng=self.side_rng)
+
+        # With "first", the sampler's own opening is drafted alone: decoded in a batch beside the others, its
+        # KV cells would differ from plain decoding's in the last bits, and from some later token on so would
+        # the sampled text. So an answer the judge never objects to is plain decoding's, token for token; the
+        # other openings are drafted only when the judge rejects the first.
+        batches = ([(1, self.rng), (s.opening_drafts - 1, self.side_rng)] if s.opening_pick == "first"
+                   else [(s.opening_drafts, self.rng)])
         best, best_score, best_detail = [], -2.0, {}
-        for d in drafts:
-            if not d:
-                continue
-            sc = self.judge(d)
-            self.counts["openings"] += 1
-            if s.opening_pick == "first" and sc >= s.accept:
-                return d, sc, self.last_detail
-            if sc > best_score:
-                best, best_score, best_detail = d, sc, self.last_detail
+        for k, rng in batches:
+            for d in draft(k, rng):
+                if not d:
+                    continue
+                sc = self.judge(d)
+                self.counts["openings"] += 1
+                if s.opening_pick == "first" and sc >= s.accept:
+                    return d, sc, self.last_detail
+                if sc > best_score:
+                    best, best_score, best_detail = d, sc, self.last_detail
         return best, best_score, best_detail
 
     def commit_tokens(self, tokens: list[int]) -> Commit | None:
