@@ -67,6 +67,8 @@ def test_bench_runs_vanilla_fast_and_paper_on_xstest_prompts_spread_over_types(m
     for name, s in res["strategies"].items():
         assert 0 < s["first_commit_s_median"] <= s["first_commit_s_max"] <= s["wall_s"]
         assert s["decode_batch_width"] >= 1
+    # each fast answer says how many openings its judge read (none when the gate passed the request)
+    assert all(0 <= a["openings"] <= 4 for a in res["strategies"]["fast"]["per_answer"])
     fast = res["strategies"]["fast"]["tokens_decoded"]
     assert fast["draft"] > 0  # safe requests: the latent judge decodes nothing, or the last token of a clause
     assert res["settings"]["strategies"]["fast"]["score"] == "latent"

@@ -153,7 +153,7 @@ def run_bench(generator: Generator, prompts: list[tuple[str, list[dict[str, str]
                 "request_s": round(d1[3] - d0[3], 4),
                 "first_commit_s": (st.get("timings") or {}).get("first_commit_s") if done.tokens else None,
             }
-            for k in ("searches", "early_stops", "rewinds", "n", "drafts", "rejected", "rewinds_further",
+            for k in ("searches", "early_stops", "rewinds", "n", "openings", "drafts", "rejected", "rewinds_further",
                       "similarity_updates", "nodes_added"):
                 if k in st:
                     run[k] = st[k]

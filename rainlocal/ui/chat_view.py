@@ -319,7 +319,7 @@ def _fmt(v: Any) -> str:
 
 #: Search statistics in the order /stats shows them, with their labels.
 STAT_LABELS = [
-    ("drafts", "clauses drafted"), ("accepted", "clauses accepted"), ("held", "clauses held back"),
+    ("openings", "openings judged"), ("drafts", "clauses drafted"), ("accepted", "clauses accepted"), ("held", "clauses held back"),
     ("rejected", "clauses rejected"), ("rewinds_further", "rewinds further back"),
     ("searches", "searches"), ("evaluations", "evaluations"), ("cache_hits", "cached evaluations"),
     ("commits", "commits"), ("rewinds", "rewinds"), ("early_stops", "early stops"),
