@@ -319,6 +319,10 @@ def _cost(s: dict[str, Any]) -> list[str]:
             ("s per answer token", "s_per_answer_token"), ("tokens decoded", "work"),
             ("tokens decoded per answer token", "work_per_answer_token")]
     L += [_row(a, *(_fmt(cost[x].get(k)) for x in systems)) for a, k in rows]
+    keys = sorted({k for x in systems for k in cost[x].get("first_commit_s_median", {})}, key=lambda k: k != "all")
+    for k in keys:  # "all" first, then the prompt labels
+        L.append(_row("first text shown, median s" + ("" if k == "all" else f" ({k} prompts)"),
+                      *(_fmt(cost[x].get("first_commit_s_median", {}).get(k)) for x in systems)))
     for p in sorted({p for x in systems for p in cost[x]["tokens_decoded"]}):
         L.append(_row(f"tokens decoded: {p}", *(_fmt(cost[x]["tokens_decoded"].get(p, 0)) for x in systems)))
     for title, key in (("similarity updates per answer", "similarity_updates_per_answer"),

@@ -5,6 +5,7 @@ elsewhere (``markdown``, ``chart``)."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -164,6 +165,9 @@ def cost_of(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_decoded": {k: v for k, v in sorted(phases.items()) if k != "prompt"},
         "work": work, "work_per_answer_token": _ratio(work, tokens),
     }
+    first = _first_commit_medians(records)
+    if first:
+        out["first_commit_s_median"] = first
     for key in ("similarity_updates", "nodes_added"):  # how often RAIN's two embedding rules fired
         vals = [r["stats"][key] for r in records if (r.get("stats") or {}).get(key) is not None]
         if vals:
@@ -175,6 +179,21 @@ def cost_of(records: list[dict[str, Any]]) -> dict[str, Any]:
             1 for r in records
             if r.get("stats", {}).get("match_work") and int(r.get("work", 0)) < int(r["stats"]["match_work"]))
     return out
+
+
+def _first_commit_medians(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds to the first shown text, over all answers and per prompt label where there are
+    several (XSTest's safe and unsafe): a search that judges before it shows pays for it here, and the
+    sum of wall times hides it."""
+    def median(rs: list[dict[str, Any]]) -> float | None:
+        vals = [float(t) for r in rs if (t := (r.get("timings") or {}).get("first_commit_s")) is not None]
+        return round(statistics.median(vals), 4) if vals else None
+
+    out = {"all": median(records)}
+    labels = sorted({str(r["label"]) for r in records if r.get("label") is not None})
+    if len(labels) > 1:
+        out.update({lab: median([r for r in records if str(r.get("label")) == lab]) for lab in labels})
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def degenerate(records: list[dict[str, Any]]) -> dict[str, Any]:
