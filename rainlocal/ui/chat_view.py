@@ -319,8 +319,8 @@ def _fmt(v: Any) -> str:
 
 #: Search statistics in the order /stats shows them, with their labels.
 STAT_LABELS = [
-    ("openings", "openings judged"), ("drafts", "clauses drafted"), ("accepted", "clauses accepted"), ("held", "clauses held back"),
-    ("rejected", "clauses rejected"), ("rewinds_further", "rewinds further back"),
+    ("openings", "openings judged"), ("drafts", "clauses drafted"), ("accepted", "clauses accepted"),
+    ("held", "clauses held back"), ("rejected", "clauses rejected"), ("rewinds_further", "rewinds further back"),
     ("searches", "searches"), ("evaluations", "evaluations"), ("cache_hits", "cached evaluations"),
     ("commits", "commits"), ("rewinds", "rewinds"), ("early_stops", "early stops"),
     ("nodes_added", "nodes added"), ("similarity_updates", "similarity updates"), ("embeddings", "embeddings"),
