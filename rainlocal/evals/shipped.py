@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import json
 import random
+import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -133,8 +134,7 @@ def use_shipped(cases: Sequence[Any], shipped: dict[str, dict[str, Any]], comput
         here = compute(c)
         put(here)
         deltas.append((difference(shipped[c.id], here), c.id))
-    ds = sorted(d for d, _ in deltas)
-    median = ds[len(ds) // 2] if len(ds) % 2 else (ds[len(ds) // 2 - 1] + ds[len(ds) // 2]) / 2
+    median = statistics.median(d for d, _ in deltas)
     worst = max(deltas)
     report: dict[str, Any] = {"used": 0, "read": len(sample), "median_delta": median, "max_delta": worst[0],
                               "worst": worst[1]}
