@@ -1,15 +1,16 @@
 """How well can a model's states read whether a request is unsafe, and how much of the own-reply harm
 check does that reading cost? (README, "Latent judge": "The 0.5B's request reading is the ceiling".)
 
-    python scripts/request_reading.py MODEL_PATH STATES.npz [--own LABELS.csv] [--single]
+    python scripts/request_reading.py MODEL_PATH STATES.npz [--own LABELS.csv ...] [--single]
 
 1. Reads the request state (the last 6 prompt positions, every second layer from 6 on) of XSTest's dev
    prompts, the 500 labelled HH conversations and the 1,200 extra prompts once, cached in STATES.npz.
 2. Cross-validates request probes grouped by prompt, with the fit's folds (``logreg.group_folds`` over
    the measured prompts, seed 0) and its training rows (one-line requests plus the extras; the
    conversations for the multi-turn reading): single layers, several layers side by side, the mean over
-   the template's last positions. Prints XSTest and HH AUC / kappa.
-3. With ``--own``: the model's own replies labelled by reading, judged as the shipped probes judge them
+   the template's last positions, and ensembles (the mean log-odds of single-layer readings at c=0.03).
+   Prints XSTest and HH AUC / kappa.
+3. With ``--own`` (one or more files, each reported apart): the model's own replies labelled by reading, judged as the shipped probes judge them
    (each by the fold that left its prompt out), with the request reading replaced by (a) the
    cross-validated variants above and (b) the prompt's true label: how much of the harm AUC is lost to
    the request reading.
@@ -34,7 +35,7 @@ K = 6
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
 ap.add_argument("states")
-ap.add_argument("--own", default=None)
+ap.add_argument("--own", nargs="+", default=[])
 ap.add_argument("--single", action="store_true", help="single layers only (several side by side is slow for a 1.5B)")
 args = ap.parse_args()
 
@@ -97,11 +98,27 @@ for kind, ls, c in variants:
     print(f"{name:34s} {auc(p[xs], y[xs]):.3f} / {kappa(p[xs] >= .5, y[xs] > .5):.2f}"
           f"          {auc(p[hh], y[hh]):.3f} / {kappa(p[hh] >= .5, y[hh] > .5):.2f}", flush=True)
 
-if args.own:
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+single = {lay: results[f"last layer(s) [{lay}] c=0.03"] for lay in layers}
+for a, b in [(mid - 6, mid + 6), (mid - 4, mid + 2)]:
+    ls = [lay for lay in layers if a <= lay <= b]
+    if len(ls) > 1:
+        p = 1 / (1 + np.exp(-np.mean([logit(single[lay]) for lay in ls], axis=0)))
+        name = f"ensemble of layers {ls[0]}-{ls[-1]}"
+        results[name] = p
+        print(f"{name:34s} {auc(p[xs], y[xs]):.3f} / {kappa(p[xs] >= .5, y[xs] > .5):.2f}"
+              f"          {auc(p[hh], y[hh]):.3f} / {kappa(p[hh] >= .5, y[hh] > .5):.2f}", flush=True)
+
+for own in args.own:
     probes = find_probes(args.model)
     eng.want_layers([probes.layer])
     prompts = {p.id: p for p in data.xstest_prompts()}
-    rows = data.labelled_replies(Path(args.own), {i: p.unsafe for i, p in prompts.items()}, "own")
+    rows = data.labelled_replies(Path(own), {i: p.unsafe for i, p in prompts.items()}, "own")
     cs = case_states(eng, [gen.prompt(prompts[r.prompt_id].messages)[0] for r in rows],
                      [eng.tokenize(r.text.strip() or " ") for r in rows])
     win = cs.prefix[:, FULL, 0, :]
@@ -113,7 +130,7 @@ if args.own:
     unsafe = np.array([r.unsafe for r in rows])
     truth = np.array([r.harmful for r in rows])
     at = {i: k for k, i in enumerate(ids[:n_xs])}
-    print(f"\nown replies: {len(rows)} ({truth.sum()} harmful by reading); harm as the search scores it")
+    print(f"\n{own}: {len(rows)} own replies ({truth.sum()} harmful by reading); harm as the search scores it")
     for name, pu in [("shipped request probe (by fold)", shipped),
                      *[(n, p[[at[r.prompt_id] for r in rows]]) for n, p in results.items()],
                      ("the prompt's true label", np.where(unsafe, 0.98, 0.02))]:
