@@ -90,10 +90,9 @@ if not args.single:
     variants += [("last", [mid - 2, mid, mid + 2], c) for c in (0.03, 0.1)]
     variants += [("mean", [mid], c) for c in (0.03, 0.3)]
 results = {}
-print(f"{'feature':34s} XSTest AUC / kappa   HH AUC / kappa")
-for kind, ls, c in variants:
-    p = cross_validated(feature(kind, ls), c)
-    name = f"{kind} layer(s) {ls} c={c}" + (f" (last {K} positions)" if kind == "mean" else "")
+
+
+def show(name: str, p: np.ndarray) -> None:
     results[name] = p
     print(f"{name:34s} {auc(p[xs], y[xs]):.3f} / {kappa(p[xs] >= .5, y[xs] > .5):.2f}"
           f"          {auc(p[hh], y[hh]):.3f} / {kappa(p[hh] >= .5, y[hh] > .5):.2f}", flush=True)
@@ -104,32 +103,36 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+print(f"{'feature':34s} XSTest AUC / kappa   HH AUC / kappa")
+for kind, ls, c in variants:
+    show(f"{kind} layer(s) {ls} c={c}" + (f" (last {K} positions)" if kind == "mean" else ""),
+         cross_validated(feature(kind, ls), c))
 single = {lay: results[f"last layer(s) [{lay}] c=0.03"] for lay in layers}
 for a, b in [(mid - 6, mid + 6), (mid - 4, mid + 2)]:
     ls = [lay for lay in layers if a <= lay <= b]
     if len(ls) > 1:
-        p = 1 / (1 + np.exp(-np.mean([logit(single[lay]) for lay in ls], axis=0)))
-        name = f"ensemble of layers {ls[0]}-{ls[-1]}"
-        results[name] = p
-        print(f"{name:34s} {auc(p[xs], y[xs]):.3f} / {kappa(p[xs] >= .5, y[xs] > .5):.2f}"
-              f"          {auc(p[hh], y[hh]):.3f} / {kappa(p[hh] >= .5, y[hh] > .5):.2f}", flush=True)
+        show(f"ensemble of layers {ls[0]}-{ls[-1]}",
+             1 / (1 + np.exp(-np.mean([logit(single[lay]) for lay in ls], axis=0))))
 
-for own in args.own:
+if args.own:
     probes = find_probes(args.model)
     eng.want_layers([probes.layer])
     prompts = {p.id: p for p in data.xstest_prompts()}
-    rows = data.labelled_replies(Path(own), {i: p.unsafe for i, p in prompts.items()}, "own")
+    unsafe_of = {i: p.unsafe for i, p in prompts.items()}
+    at = {i: k for k, i in enumerate(ids[:n_xs])}
+for own in args.own:
+    rows = data.labelled_replies(Path(own), unsafe_of, "own")
     cs = case_states(eng, [gen.prompt(prompts[r.prompt_id].messages)[0] for r in rows],
                      [eng.tokenize(r.text.strip() or " ") for r in rows])
     win = cs.prefix[:, FULL, 0, :]
-    fold_of = {i: f for f, fids in enumerate(probes.fold_ids) for i in fids}
-    m = [probes.folds[fold_of[r.prompt_id]] for r in rows]
+    held_out = [probes.for_prompt(r.prompt_id) for r in rows]
+    assert all(ps.probes is not probes.probes for ps in held_out), "a labelled prompt that no fold left out"
+    m = [ps.probes for ps in held_out]
     pc = np.array([mm["comply"].prob(w[None])[0] for mm, w in zip(m, win)])
     pt = np.array([mm["topic"].prob(w[None])[0] for mm, w in zip(m, win)]) if "topic" in m[0] else None
     shipped = np.array([mm["request"].prob(cs.request[i, 0][None])[0] for i, mm in enumerate(m)])
     unsafe = np.array([r.unsafe for r in rows])
     truth = np.array([r.harmful for r in rows])
-    at = {i: k for k, i in enumerate(ids[:n_xs])}
     print(f"\n{own}: {len(rows)} own replies ({truth.sum()} harmful by reading); harm as the search scores it")
     for name, pu in [("shipped request probe (by fold)", shipped),
                      *[(n, p[[at[r.prompt_id] for r in rows]]) for n, p in results.items()],
