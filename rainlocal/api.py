@@ -110,8 +110,9 @@ class Model:
             samp = SamplingSettings(**{k: type(getattr(SamplingSettings(), k))(v) for k, v in sampling.items()})
         except (TypeError, ValueError) as e:
             raise UsageError(str(e)) from None
-        if samp.max_tokens < 1:
-            raise UsageError("max_tokens must be at least 1")
+        bad = samp.problem()
+        if bad:
+            raise UsageError(" ".join(bad))
         return GenerationSettings(mode="vanilla" if vanilla else "rain", sampling=samp, rain=rain, profile=profile,
                                   objective=objective or PROFILE_OBJECTIVE.get(profile, "harmless"))
 

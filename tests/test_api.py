@@ -41,6 +41,15 @@ def test_settings_are_checked_like_set_flags(model):
         model.answer("Hi", profile="turbo")
 
 
+def test_sampling_settings_out_of_range_are_refused_by_name(model):
+    with pytest.raises(UsageError, match=r"^temp must be 0 or more$"):
+        model.answer("Hi", vanilla=True, temp=-1)
+    with pytest.raises(UsageError, match=r"^top_p must be in \(0, 1\]$"):
+        model.answer("Hi", vanilla=True, top_p=1.5)
+    with pytest.raises(UsageError, match=r"^max_tokens must be at least 1$"):
+        model.answer("Hi", max_tokens=0)
+
+
 def test_keyword_settings_reach_the_search(model):
     gen = model.settings(profile="adversarial", T=7, seed=3, max_tokens=9)
     assert (gen.rain.T, gen.rain.cand_temp, gen.sampling.seed, gen.sampling.max_tokens) == (7, 2.0, 3, 9)

@@ -29,6 +29,20 @@ def test_a_bad_set_value_is_a_one_line_usage_error(item, needle, rl_home):
     assert item.split("=")[0] in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--temp", "-3", "--temp must be 0 or more"),
+    ("--top-p", "5", "--top-p must be in (0, 1]"),
+    ("--top-p", "0", "--top-p must be in (0, 1]"),
+    ("--top-k", "-1", "--top-k must be 0 or more"),
+    ("-n", "0", "-n/--max-tokens must be at least 1"),
+])
+def test_a_sampling_flag_out_of_range_is_a_one_line_usage_error(flag, value, needle, rl_home):
+    # the same bounds as the server's request schema: a value the API would refuse is not quietly used
+    r = run_cli(["run", "-m", "no-such-model", "--vanilla", flag, value, "Hi"], env_home=rl_home, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"rainlocal: error: {needle}\n"
+
+
 def test_a_bad_config_value_is_a_config_error(rl_home):
     (rl_home / "config").mkdir(parents=True)
     (rl_home / "config" / "config.toml").write_text("[rain]\nsimilarity = \"ture\"\n")

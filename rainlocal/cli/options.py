@@ -101,8 +101,10 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[defaults] in config.toml: {e}") from None
-    if sampling.max_tokens < 1:
-        raise UsageError("-n/--max-tokens must be at least 1")
+    bad = sampling.problem()
+    if bad:
+        flag = {"temp": "--temp", "top_p": "--top-p", "top_k": "--top-k", "max_tokens": "-n/--max-tokens"}[bad[0]]
+        raise UsageError(f"{flag} {bad[1]}")
     if model.ctx_size < 0:
         raise UsageError("-c/--ctx-size must be 0 or more")
     for url in model.engine_urls:

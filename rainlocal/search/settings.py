@@ -20,6 +20,18 @@ class SamplingSettings:
     seed: int = 0
     max_tokens: int = 256
 
+    def problem(self) -> tuple[str, str] | None:
+        """The first setting out of its range and what is wrong with it (``("top_p", "must be in (0, 1]")``),
+        else None. One check for every way in (flags, config.toml, chat's ``/set``, the Python API), with
+        the bounds the server's request schema holds, so no front end answers a bad value it would refuse."""
+        for name, ok, message in (("temp", self.temp >= 0, "must be 0 or more"),
+                                  ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+                                  ("top_k", self.top_k >= 0, "must be 0 or more"),
+                                  ("max_tokens", self.max_tokens >= 1, "must be at least 1")):
+            if not ok:
+                return name, message
+        return None
+
 
 @dataclass
 class RainSettings:

@@ -161,16 +161,11 @@ def set_value(gen: GenerationSettings, key: str, value: str) -> GenerationSettin
             v = kind(value)
         except ValueError:
             raise UsageError(f"{key} needs {'a number' if kind is float else 'an integer'}, got {value!r}") from None
-        checks = {
-            "temp": (v >= 0, "temp must be 0 or more"),
-            "top_p": (0 < v <= 1, "top_p must be in (0, 1]"),
-            "top_k": (v >= 0, "top_k must be 0 or more"),
-            "max_tokens": (v >= 1, "max_tokens must be at least 1"),
-        }
-        ok, message = checks.get(field_name, (True, ""))
-        if not ok:
-            raise UsageError(message)
-        return replace(gen, sampling=replace(gen.sampling, **{field_name: v}))
+        sampling = replace(gen.sampling, **{field_name: v})
+        bad = sampling.problem()
+        if bad:
+            raise UsageError(" ".join(bad))
+        return replace(gen, sampling=sampling)
     known = RainSettings.__dataclass_fields__
     name = key if key in known else key.replace("-", "_")
     if name not in known:
