@@ -43,6 +43,14 @@ def test_a_sampling_flag_out_of_range_is_a_one_line_usage_error(flag, value, nee
     assert r.stderr == f"rainlocal: error: {needle}\n"
 
 
+def test_a_sampling_default_out_of_range_in_config_is_a_config_error(rl_home):
+    (rl_home / "config").mkdir(parents=True)
+    (rl_home / "config" / "config.toml").write_text("[defaults]\ntop_p = 2\n")
+    r = run_cli(["run", "-m", "no-such-model", "--vanilla", "Hi"], env_home=rl_home, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == "rainlocal: error: [defaults] in config.toml: top_p must be in (0, 1]\n"
+
+
 def test_a_bad_config_value_is_a_config_error(rl_home):
     (rl_home / "config").mkdir(parents=True)
     (rl_home / "config" / "config.toml").write_text("[rain]\nsimilarity = \"ture\"\n")

@@ -102,6 +102,8 @@ def resolve_settings(opts: dict[str, Any]) -> tuple[ModelSettings, GenerationSet
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[defaults] in config.toml: {e}") from None
     bad = sampling.problem()
+    if bad and opts.get(bad[0]) is None:  # the value came from config.toml
+        raise ConfigError(f"[defaults] in config.toml: {' '.join(bad)}")
     if bad:
         flag = {"temp": "--temp", "top_p": "--top-p", "top_k": "--top-k", "max_tokens": "-n/--max-tokens"}[bad[0]]
         raise UsageError(f"{flag} {bad[1]}")
